@@ -1,0 +1,1 @@
+"""Backends: PostgreSQL (psycopg) and in-memory. Internal; reach them through pgq's public API."""

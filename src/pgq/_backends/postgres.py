@@ -1,0 +1,456 @@
+"""The PostgreSQL backend: runs the named queries of postgres.sql with psycopg 3."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any, LiteralString, Self
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from pgq._domain import (
+    TRANSITIONS,
+    GiveUp,
+    Lease,
+    Outcome,
+    RetryIn,
+    State,
+)
+from pgq._errors import DatabaseError, InvalidTransition, JobNotFound
+from pgq._records import ClaimedJob, Enqueued, JobEvent, JobRecord, NewJob
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from pgq._ports import Backend
+
+logger = logging.getLogger(__name__)
+
+_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def load_queries(text: str) -> dict[str, LiteralString]:
+    """Split postgres.sql into {name: statement}, dropping the comment block under each header."""
+    parts = _HEADER.split(text)
+    queries: dict[str, LiteralString] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = body.strip().splitlines()
+        while lines and lines[0].startswith("--"):
+            lines.pop(0)
+        statement = "\n".join(lines).strip().rstrip(";")
+        if name in queries:
+            raise ValueError(f"postgres.sql names {name!r} twice")
+        queries[name] = statement  # read from pgq's own file: a literal in all but name
+    return queries
+
+
+QUERIES: dict[str, LiteralString] = load_queries(
+    resources.files("pgq._backends").joinpath("postgres.sql").read_text("utf-8")
+)
+
+
+@functools.cache
+def _rendered(schema: str) -> dict[str, LiteralString]:
+    # The schema was validated (_domain.check_schema_name) and is quoted as an identifier; it
+    # is the only identifier in the text. Rendered once, so psycopg sees the same query bytes
+    # every time and can prepare them.
+    return {
+        name: sql.SQL(text).format(schema=sql.Identifier(schema)).as_string()
+        for name, text in QUERIES.items()
+    }
+
+
+def channel_for(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema's jobs."""
+    return f"pgq_{schema}"
+
+
+def _message(exc: psycopg.Error) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@contextlib.contextmanager
+def translate_errors(schema: str) -> Iterator[None]:
+    """Turn psycopg errors into pgq.DatabaseError, keeping the cause."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        raise DatabaseError(
+            f"pgq's tables are missing in schema {schema!r}: run `pgq migrate` "
+            f"(or pgq.migrate(dsn)) first ({_message(exc)})"
+        ) from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(_message(exc)) from exc
+
+
+def check_database(dsn: str, *, schema: str, timeout_s: float) -> None:
+    """Connect once and look for pgq's tables: a clear DatabaseError if either fails."""
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=max(1, math.ceil(timeout_s)))
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to the database: {_message(exc)}") from exc
+    with conn, translate_errors(schema):
+        conn.execute(_rendered(schema)["check_schema"])
+
+
+Connect = Callable[[], contextlib.AbstractContextManager[psycopg.Connection[Any]]]
+
+
+class PostgresBackend:
+    """Backend on PostgreSQL. Build it with `from_dsn`, `pooled` or `on_connection`."""
+
+    def __init__(self, connect: Connect, *, schema: str, owns: Any = None) -> None:
+        self._connect = connect
+        self._q = _rendered(schema)
+        self.schema = schema
+        self.channel = channel_for(schema)
+        self._owns = owns
+        self._dsn: str | None = None
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def from_dsn(cls, dsn: str, *, schema: str = "pgq", connect_timeout: float = 10.0) -> Self:
+        """A connection per call, committed at the end: for one-off reads and operator actions."""
+
+        @contextlib.contextmanager
+        def connect() -> Iterator[psycopg.Connection[Any]]:
+            with psycopg.connect(dsn, connect_timeout=max(1, round(connect_timeout))) as conn:
+                yield conn
+
+        backend = cls(connect, schema=schema)
+        backend._dsn = dsn
+        return backend
+
+    @classmethod
+    def pooled(
+        cls, dsn: str, *, schema: str = "pgq", size: int = 4, connect_timeout: float = 10.0
+    ) -> Self:
+        """A small pool of pgq's own connections, for a worker: each call is one transaction."""
+        from psycopg_pool import ConnectionPool
+
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            open=False,
+            timeout=connect_timeout,
+            kwargs={"connect_timeout": max(1, round(connect_timeout))},
+            name=f"pgq-{schema}",
+        )
+        pool.open(wait=False)
+
+        @contextlib.contextmanager
+        def connect() -> Iterator[psycopg.Connection[Any]]:
+            with pool.connection() as conn:
+                yield conn
+
+        backend = cls(connect, schema=schema, owns=pool)
+        backend._dsn = dsn
+        return backend
+
+    @classmethod
+    def on_connection(cls, conn: psycopg.Connection[Any], *, schema: str = "pgq") -> Self:
+        """Runs in the caller's connection and transaction, and never commits it."""
+
+        @contextlib.contextmanager
+        def borrowed() -> Iterator[psycopg.Connection[Any]]:
+            yield conn
+
+        return cls(borrowed, schema=schema)
+
+    def close(self) -> None:
+        if self._owns is not None:
+            self._owns.close()
+            self._owns = None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _rows(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with translate_errors(self.schema), self._connect() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            cur.execute(self._q[name], params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def _run(self, name: str, params: dict[str, Any]) -> None:
+        with translate_errors(self.schema), self._connect() as conn:
+            conn.cursor(row_factory=tuple_row).execute(self._q[name], params)
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        if not jobs:
+            return []
+        payload = "[" + ",".join(_job_json(j) for j in jobs) + "]"
+        rows = self._rows("enqueue_many", {"jobs": payload, "channel": self.channel})
+        by_n = {n: Enqueued(id=job_id, created=created) for n, job_id, created in rows}
+        return [by_n[n] for n in range(1, len(jobs) + 1)]
+
+    # -- worker ----------------------------------------------------------------------------
+
+    def claim(
+        self, *, worker_id: str, wants: Sequence[tuple[str, int]], lease_s: float
+    ) -> list[ClaimedJob]:
+        wants = [(q, n) for q, n in wants if n > 0]
+        if not wants:
+            return []
+        rows = self._rows(
+            "claim",
+            {
+                "queues": [q for q, _ in wants],
+                "limits": [n for _, n in wants],
+                "worker_id": worker_id,
+                "lease_s": lease_s,
+            },
+        )
+        return [ClaimedJob(*row) for row in rows]
+
+    def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:
+        held: set[Lease] = set()
+        for worker_id, ids, attempts in _by_worker(leases):
+            rows = self._rows(
+                "extend_leases",
+                {"ids": ids, "attempts": attempts, "worker_id": worker_id, "lease_s": lease_s},
+            )
+            held.update(Lease(i, a, worker_id) for i, a in rows)
+        return held
+
+    def complete_many(self, leases: Sequence[Lease]) -> set[Lease]:
+        done: set[Lease] = set()
+        for worker_id, ids, attempts in _by_worker(leases):
+            rows = self._rows(
+                "complete_many", {"ids": ids, "attempts": attempts, "worker_id": worker_id}
+            )
+            done.update(Lease(i, a, worker_id) for i, a in rows)
+        return done
+
+    def fail(self, lease: Lease, outcome: Outcome, *, error: str) -> bool:
+        if isinstance(outcome, RetryIn):
+            to_state, delay_s = State.RETRYING, outcome.delay_s
+        else:
+            assert isinstance(outcome, GiveUp)
+            to_state, delay_s, error = State.DEAD, 0.0, outcome.reason
+        [(n,)] = self._rows(
+            "fail",
+            {
+                "job_id": lease.job_id,
+                "attempt": lease.attempt,
+                "worker_id": lease.worker_id,
+                "to_state": str(to_state),
+                "delay_s": delay_s,
+                "error": error,
+            },
+        )
+        return bool(n)
+
+    def release(self, leases: Sequence[Lease]) -> int:
+        total = 0
+        for worker_id, ids, attempts in _by_worker(leases):
+            [(n,)] = self._rows(
+                "release",
+                {"ids": ids, "attempts": attempts, "worker_id": worker_id, "channel": self.channel},
+            )
+            total += n
+        return total
+
+    def reap_expired(self, *, limit: int, default_max_attempts: int) -> int:
+        [(n,)] = self._rows(
+            "reap_expired",
+            {"limit": limit, "default_max_attempts": default_max_attempts, "channel": self.channel},
+        )
+        self._run("prune_workers", {})
+        return int(n)
+
+    def runnable_queues(self) -> list[str]:
+        return [q for (q,) in self._rows("runnable_queues", {})]
+
+    def next_due_in(self, queues: Sequence[str]) -> float | None:
+        [(due,)] = self._rows("next_due_in", {"queues": list(queues)})
+        return None if due is None else float(due)
+
+    def register_worker(
+        self,
+        worker_id: str,
+        *,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str] | None,
+        concurrency: int,
+    ) -> None:
+        self._run(
+            "register_worker",
+            {
+                "worker_id": worker_id,
+                "hostname": hostname,
+                "pid": pid,
+                "queues": None if queues is None else list(queues),
+                "concurrency": concurrency,
+            },
+        )
+
+    def worker_heartbeat(self, worker_id: str) -> None:
+        self._run("worker_heartbeat", {"worker_id": worker_id})
+
+    def deregister_worker(self, worker_id: str) -> None:
+        self._run("deregister_worker", {"worker_id": worker_id})
+
+    def listener(self) -> PgListener:
+        if self._dsn is None:
+            raise RuntimeError("a backend on a borrowed connection cannot LISTEN")
+        return PgListener(self._dsn, self.channel)
+
+    # -- inspect and replay ----------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        rows = self._rows("get_job", {"job_id": job_id})
+        if not rows:
+            return None
+        return self._with_events(rows)[0]
+
+    def list_jobs(self, *, queue: str | None, state: str | None, limit: int) -> list[JobRecord]:
+        rows = self._rows("list_jobs", {"queue": queue, "state": state, "limit": limit})
+        return self._with_events(rows)
+
+    def retry_job(self, job_id: int) -> JobRecord:
+        froms = [
+            str(s) for s, to in TRANSITIONS.items() if State.QUEUED in to and s != State.RUNNING
+        ]
+        return self._operator_move("retry_job", job_id, froms, "replay")
+
+    def cancel_job(self, job_id: int) -> JobRecord:
+        froms = [str(s) for s, to in TRANSITIONS.items() if State.CANCELLED in to]
+        return self._operator_move("cancel_job", job_id, froms, "cancel")
+
+    def _operator_move(self, name: str, job_id: int, froms: list[str], verb: str) -> JobRecord:
+        params: dict[str, Any] = {"job_id": job_id, "from_states": froms, "channel": self.channel}
+        with translate_errors(self.schema), self._connect() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            cur.execute(self._q[name], params)
+            moved = cur.fetchall()
+            if not moved:
+                cur.execute(self._q["job_state"], {"job_id": job_id})
+                row = cur.fetchone()
+                if row is None:
+                    raise JobNotFound(f"no job with id {job_id}")
+                allowed = " or ".join(froms)
+                raise InvalidTransition(
+                    f"cannot {verb} job {job_id}: it is {row[0]}; only {allowed} jobs can be"
+                )
+        record = self.get_job(job_id)
+        assert record is not None
+        return record
+
+    def _with_events(self, rows: list[tuple[Any, ...]]) -> list[JobRecord]:
+        ids = [r[0] for r in rows]
+        events: dict[int, list[JobEvent]] = {i: [] for i in ids}
+        for job_id, *fields in self._rows("job_events", {"job_ids": ids}):
+            events[job_id].append(JobEvent(*fields))
+        return [
+            JobRecord(**dict(zip(_JOB_FIELDS, row, strict=True)), events=events[row[0]])
+            for row in rows
+        ]
+
+
+_JOB_FIELDS = (
+    "id", "queue", "task", "args", "state", "attempt", "max_attempts", "last_error", "run_at",
+    "created_at", "finished_at", "priority", "idempotency_key", "worker_id", "lease_expires_at",
+)  # fmt: skip
+
+
+def _by_worker(leases: Sequence[Lease]) -> Iterator[tuple[str, list[int], list[int]]]:
+    groups: dict[str, tuple[list[int], list[int]]] = {}
+    for lease in leases:
+        ids, attempts = groups.setdefault(lease.worker_id, ([], []))
+        ids.append(lease.job_id)
+        attempts.append(lease.attempt)
+    for worker_id, (ids, attempts) in groups.items():
+        yield worker_id, ids, attempts
+
+
+def _job_json(job: NewJob) -> str:
+    # args_json is already validated JSON text; splice it in rather than decode and re-encode.
+    head = json.dumps(
+        {
+            "queue": job.queue,
+            "task": job.task,
+            "priority": job.priority,
+            "run_at": None if job.run_at is None else job.run_at.isoformat(),
+            "delay_s": job.delay_s,
+            "key": job.idempotency_key,
+            "max_attempts": job.max_attempts,
+        }
+    )
+    return head[:-1] + ',"args":' + job.args_json + "}"
+
+
+class PgListener:
+    """LISTEN on its own connection. On a lost connection it reconnects with backoff, and until
+    then it only sleeps: the worker's polling carries on without it."""
+
+    def __init__(self, dsn: str, channel: str) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._conn: psycopg.Connection[Any] | None = None
+        self._retry_at = 0.0
+        self._backoff_s = 0.5
+        self._closed = threading.Event()
+
+    def _ensure(self) -> psycopg.Connection[Any] | None:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if time.monotonic() < self._retry_at:
+            return None
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
+            conn.execute(sql.SQL("listen {}").format(sql.Identifier(self._channel)))
+        except psycopg.Error as exc:
+            self._retry_at = time.monotonic() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, 10.0)
+            logger.warning("listen connection failed; polling only", extra={"error": str(exc)})
+            return None
+        self._backoff_s = 0.5
+        self._conn = conn
+        return conn
+
+    def wait(self, timeout_s: float) -> bool:
+        conn = self._ensure()
+        if conn is None:
+            self._closed.wait(
+                min(timeout_s, max(0.0, self._retry_at - time.monotonic())) or timeout_s
+            )
+            return False
+        try:
+            got = any(True for _ in conn.notifies(timeout=timeout_s, stop_after=1))
+            if got:  # drain what else is pending: one wake-up is enough
+                for _ in conn.notifies(timeout=0.0):
+                    pass
+            return got
+        except psycopg.Error as exc:
+            logger.warning("listen connection lost; reconnecting", extra={"error": str(exc)})
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+            self._conn = None
+            return False
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+
+if TYPE_CHECKING:
+
+    def _conforms(b: PostgresBackend) -> Backend:
+        return b

@@ -1,0 +1,420 @@
+-- Every statement pgq runs at runtime against PostgreSQL, by name. The loader (postgres.py) reads
+-- this file once, drops the comment block under each header, and composes `{schema}` with
+-- psycopg.sql.Identifier. Each name is the PostgresBackend method that runs it.
+-- psycopg reads percent signs everywhere, comments included: write "percent", never the sign.
+
+-- name: enqueue_many
+-- Writes a batch of jobs in one round trip: the batch arrives as one jsonb array expanded here.
+-- Ids are taken from the sequence up front so each result maps back to its input row by id;
+-- a row whose (queue, idempotency_key) already exists maps back by that pair instead.
+-- ON CONFLICT DO UPDATE (a no-op write) rather than DO NOTHING: it returns the existing row even
+-- when a concurrent transaction inserted it after this statement's snapshot (race-safe).
+-- (xmax = 0) tells a fresh row from an existing one. Duplicate keys within one batch are folded
+-- by the caller first (ON CONFLICT cannot touch a row twice).
+-- pg_notify runs in this transaction, so workers are woken at commit, never before.
+-- Index: jobs_idempotency_idx (queue, idempotency_key) where idempotency_key is not null.
+with input as (
+    select t.n,
+           nextval('{schema}.jobs_id_seq'::regclass) as id,
+           t.x ->> 'queue' as queue,
+           t.x ->> 'task' as task,
+           t.x -> 'args' as args,
+           (t.x ->> 'priority')::int as priority,
+           coalesce((t.x ->> 'run_at')::timestamptz, now())
+               + make_interval(secs => (t.x ->> 'delay_s')::float8) as run_at,
+           t.x ->> 'key' as idempotency_key,
+           (t.x ->> 'max_attempts')::int as max_attempts
+      from jsonb_array_elements(%(jobs)s::jsonb) with ordinality as t (x, n)
+),
+inserted as (
+    insert into {schema}.jobs as j
+           (id, queue, task, args, priority, run_at, idempotency_key, max_attempts)
+    overriding system value
+    select id, queue, task, args, priority, run_at, idempotency_key, max_attempts
+      from input
+     order by n
+        on conflict (queue, idempotency_key) where idempotency_key is not null
+        do update set idempotency_key = excluded.idempotency_key
+ returning j.id, j.queue, j.idempotency_key, (j.xmax = 0) as created
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt)
+    select id, null, 'queued', 0
+      from inserted
+     where created
+),
+notified as (
+    select count(pg_notify(%(channel)s, q.queue)) as n
+      from (select distinct queue from inserted where created) as q
+)
+select i.n,
+       coalesce(fresh.id, existing.id) as id,
+       coalesce(fresh.created, existing.created) as created
+  from input as i
+  left join inserted as fresh
+    on fresh.id = i.id
+  left join inserted as existing
+    on i.idempotency_key is not null
+   and existing.queue = i.queue
+   and existing.idempotency_key = i.idempotency_key
+ cross join notified;
+
+-- name: claim
+-- Takes runnable jobs from several queues in one statement, up to a limit per queue, and stamps
+-- each lease from the database clock. The lateral subquery runs once per queue, so each queue's
+-- jobs come from jobs_claim_idx led by that queue: a flood in one queue is never scanned while
+-- looking for another's jobs (a single index scan over queue = any(...) sorted every runnable row).
+-- SKIP LOCKED lets workers claim side by side without waiting on each other. The locking CTE is
+-- materialized so it runs once and the limits hold (Oban's fetch_jobs comment explains the trap).
+-- Index: jobs_claim_idx (queue, priority, run_at, id) where state in ('queued', 'retrying').
+-- Plan seen on PG 15 and 18 with 200k rows: Nested Loop -> Function Scan on unnest ->
+-- Limit -> LockRows -> Index Scan using jobs_claim_idx.
+with wanted as (
+    select w.queue, w.lim
+      from unnest(%(queues)s::text[], %(limits)s::int[]) as w (queue, lim)
+),
+picked as materialized (
+    select p.id, p.state as from_state
+      from wanted
+     cross join lateral (
+        select j.id, j.state
+          from {schema}.jobs as j
+         where j.queue = wanted.queue
+           and j.state in ('queued', 'retrying')
+           and j.run_at <= now()
+         order by j.priority, j.run_at, j.id
+         limit wanted.lim
+           for update skip locked
+     ) as p
+),
+claimed as (
+    update {schema}.jobs as j
+       set state = 'running',
+           attempt = j.attempt + 1,
+           worker_id = %(worker_id)s,
+           lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+      from picked
+     where j.id = picked.id
+ returning j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, picked.from_state
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id)
+    select id, from_state, 'running', attempt, %(worker_id)s
+      from claimed
+)
+select id, queue, task, args, attempt, max_attempts, %(worker_id)s::text as worker_id
+  from claimed;
+
+-- name: extend_leases
+-- The heartbeat: one statement extends every lease a worker holds. Fenced: a lease the reaper
+-- took back (other attempt, or no longer running) is not extended and does not come back, which
+-- is how the worker learns it lost it.
+-- Index: the primary key, driven by the unnested ids.
+update {schema}.jobs as j
+   set lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+  from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
+ where j.id = l.id
+   and j.attempt = l.attempt
+   and j.worker_id = %(worker_id)s
+   and j.state = 'running'
+returning j.id, j.attempt;
+
+-- name: complete_many
+-- Marks a batch of finished jobs completed in one statement, fenced on (id, attempt, worker_id,
+-- state = 'running'). A job whose lease was lost is left alone; its late result is written as a
+-- `discarded` event instead.
+-- The state guard is on `state` while the lease index's predicate is `lease_expires_at is not
+-- null`: no guard here implies a partial index's predicate, so even a generic plan over stale
+-- statistics joins through the primary key (a plan over a partial index took seconds per batch).
+-- Index: the primary key.
+with done as (
+    update {schema}.jobs as j
+       set state = 'completed',
+           finished_at = now(),
+           lease_expires_at = null
+      from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
+     where j.id = l.id
+       and j.attempt = l.attempt
+       and j.worker_id = %(worker_id)s
+       and j.state = 'running'
+ returning j.id, j.attempt
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id)
+    select id, 'running', 'completed', attempt, %(worker_id)s
+      from done
+),
+discarded as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
+    select l.id, j.state, 'discarded', l.attempt, %(worker_id)s,
+           'late result discarded (lease lost): completed'
+      from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
+      join {schema}.jobs as j
+        on j.id = l.id
+     where not exists (select 1 from done where done.id = l.id)
+)
+select id, attempt
+  from done;
+
+-- name: fail
+-- Records a failed attempt, fenced like complete_many: to `retrying` after `delay_s` seconds
+-- (database clock), or to `dead`. A late failure from a worker that lost its lease is written as
+-- a `discarded` event and changes nothing else.
+-- Index: the primary key.
+with failed as (
+    update {schema}.jobs as j
+       set state = %(to_state)s::text,
+           run_at = case when %(to_state)s::text = 'retrying'
+                         then now() + make_interval(secs => %(delay_s)s)
+                         else j.run_at end,
+           finished_at = case when %(to_state)s::text = 'dead' then now() end,
+           last_error = %(error)s,
+           lease_expires_at = null
+     where j.id = %(job_id)s
+       and j.attempt = %(attempt)s
+       and j.worker_id = %(worker_id)s
+       and j.state = 'running'
+ returning j.id, j.attempt
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
+    select id, 'running', %(to_state)s::text, attempt, %(worker_id)s, %(error)s
+      from failed
+),
+discarded as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
+    select j.id, j.state, 'discarded', %(attempt)s, %(worker_id)s,
+           'late result discarded (lease lost): ' || %(error)s::text
+      from {schema}.jobs as j
+     where j.id = %(job_id)s
+       and not exists (select 1 from failed)
+)
+select count(*) as n
+  from failed;
+
+-- name: release
+-- Hands back jobs a stopping worker claimed but never started: back to `queued`, and the claim
+-- does not count as an attempt (attempt goes back down). Fenced like complete_many.
+-- Index: the primary key.
+with released as (
+    update {schema}.jobs as j
+       set state = 'queued',
+           attempt = j.attempt - 1,
+           lease_expires_at = null
+      from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
+     where j.id = l.id
+       and j.attempt = l.attempt
+       and j.worker_id = %(worker_id)s
+       and j.state = 'running'
+ returning j.id, j.attempt, j.queue
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
+    select id, 'running', 'queued', attempt, %(worker_id)s,
+           'released unstarted by worker shutdown'
+      from released
+),
+notified as (
+    select count(pg_notify(%(channel)s, q.queue)) as n
+      from (select distinct queue from released) as q
+)
+select count(*) as n
+  from released
+ cross join notified;
+
+-- name: reap_expired
+-- Takes back running jobs whose lease expired (their worker died, froze or lost its database):
+-- to `retrying`, runnable at once, or to `dead` when that was the last attempt (the rule of
+-- _domain.after_lease_expired, kept in step by the contract suite). The error names the worker
+-- and when it was last seen. SKIP LOCKED makes it safe for every worker to run it at once.
+-- Index: jobs_lease_idx (lease_expires_at) where lease_expires_at is not null.
+-- Plan seen: Limit -> LockRows -> Index Scan using jobs_lease_idx.
+with expired as materialized (
+    select j.id
+      from {schema}.jobs as j
+     where j.lease_expires_at < now()
+       and j.state = 'running'
+     order by j.lease_expires_at
+     limit %(limit)s
+       for update skip locked
+),
+reaped as (
+    update {schema}.jobs as j
+       set state = case when j.attempt >= coalesce(j.max_attempts, %(default_max_attempts)s)
+                        then 'dead' else 'retrying' end,
+           run_at = now(),
+           finished_at = case when j.attempt >= coalesce(j.max_attempts, %(default_max_attempts)s)
+                              then now() end,
+           lease_expires_at = null,
+           last_error = 'lease expired: worker ' || coalesce(j.worker_id, 'unknown')
+               || ' last seen '
+               || coalesce(
+                      (select to_char(w.last_seen_at at time zone 'UTC',
+                                      'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+                         from {schema}.workers as w
+                        where w.id = j.worker_id),
+                      'never (worker gone)')
+               || ', lease ran out at '
+               || to_char(j.lease_expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+      from expired
+     where j.id = expired.id
+ returning j.id, j.queue, j.state, j.attempt, j.worker_id, j.last_error
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
+    select id, 'running', state, attempt, worker_id, last_error
+      from reaped
+),
+notified as (
+    select count(pg_notify(%(channel)s, q.queue)) as n
+      from (select distinct queue from reaped where state = 'retrying') as q
+)
+select count(*) as n
+  from reaped
+ cross join notified;
+
+-- name: get_job
+-- One job by id. Index: the primary key.
+select id, queue, task, args, state, attempt, max_attempts, last_error, run_at, created_at,
+       finished_at, priority, idempotency_key, worker_id, lease_expires_at
+  from {schema}.jobs
+ where id = %(job_id)s;
+
+-- name: job_events
+-- The timeline of some jobs, oldest first. Index: job_events_job_idx (job_id, id).
+select job_id, from_state, to_state, attempt, at, worker_id, error
+  from {schema}.job_events
+ where job_id = any(%(job_ids)s::bigint[])
+ order by job_id, id;
+
+-- name: list_jobs
+-- Newest jobs first, optionally of one queue and/or one state. Not on the hot path: the
+-- primary key walks backwards and the filters apply as it goes.
+select id, queue, task, args, state, attempt, max_attempts, last_error, run_at, created_at,
+       finished_at, priority, idempotency_key, worker_id, lease_expires_at
+  from {schema}.jobs
+ where (%(queue)s::text is null or queue = %(queue)s::text)
+   and (%(state)s::text is null or state = %(state)s::text)
+ order by id desc
+ limit %(limit)s;
+
+-- name: retry_job
+-- An operator's replay: a dead or cancelled job back to `queued`, runnable now, with a fresh set
+-- of attempts. The states it may come from are passed in from _domain.TRANSITIONS.
+with moved as (
+    update {schema}.jobs as j
+       set state = 'queued',
+           attempt = 0,
+           run_at = now(),
+           finished_at = null,
+           lease_expires_at = null
+      from (select state from {schema}.jobs where id = %(job_id)s for update) as before
+     where j.id = %(job_id)s
+       and j.state = any(%(from_states)s::text[])
+ returning j.id, j.queue, before.state as from_state
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, error)
+    select id, from_state, 'queued', 0, 'replayed by an operator'
+      from moved
+),
+notified as (
+    select count(pg_notify(%(channel)s, queue)) as n
+      from moved
+)
+select id
+  from moved
+ cross join notified;
+
+-- name: cancel_job
+-- An operator's cancel: a queued or retrying job to `cancelled`. A running job cannot be
+-- cancelled (DESIGN.md's state table); the states it may come from are passed in from
+-- _domain.TRANSITIONS.
+with moved as (
+    update {schema}.jobs as j
+       set state = 'cancelled',
+           finished_at = now()
+      from (select state from {schema}.jobs where id = %(job_id)s for update) as before
+     where j.id = %(job_id)s
+       and j.state = any(%(from_states)s::text[])
+ returning j.id, j.attempt, before.state as from_state
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, error)
+    select id, from_state, 'cancelled', attempt, 'cancelled by an operator'
+      from moved
+)
+select id
+  from moved;
+
+-- name: job_state
+-- Why retry_job or cancel_job changed nothing: the job's state, or no row.
+select state
+  from {schema}.jobs
+ where id = %(job_id)s;
+
+-- name: runnable_queues
+-- The queues that have runnable jobs (due now or later), for a worker that serves every queue.
+-- A loose index scan: one short descent of jobs_claim_idx per distinct queue, however many
+-- jobs each holds.
+with recursive q (queue) as (
+    (select queue
+       from {schema}.jobs
+      where state in ('queued', 'retrying')
+      order by queue
+      limit 1)
+    union all
+    select (select j.queue
+              from {schema}.jobs as j
+             where j.state in ('queued', 'retrying')
+               and j.queue > q.queue
+             order by j.queue
+             limit 1)
+      from q
+     where q.queue is not null
+)
+select queue
+  from q
+ where queue is not null;
+
+-- name: next_due_in
+-- Seconds until the earliest runnable job of some queues (negative: due already), or null.
+-- Used by burst mode when idle. Index: jobs_claim_idx, one queue at a time.
+select extract(epoch from min(d.run_at) - now())::float8 as due_in_s
+  from unnest(%(queues)s::text[]) as w (queue)
+ cross join lateral (
+    select min(j.run_at) as run_at
+      from {schema}.jobs as j
+     where j.queue = w.queue
+       and j.state in ('queued', 'retrying')
+ ) as d;
+
+-- name: register_worker
+-- A worker announces itself at start; its row is its heartbeat for the reaper's error messages
+-- and for observability.
+insert into {schema}.workers (id, hostname, pid, queues, concurrency)
+values (%(worker_id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
+    on conflict (id) do update
+   set last_seen_at = now();
+
+-- name: worker_heartbeat
+-- Marks a worker alive. Index: the primary key.
+update {schema}.workers
+   set last_seen_at = now()
+ where id = %(worker_id)s;
+
+-- name: deregister_worker
+-- A worker that stops cleanly removes its row.
+delete from {schema}.workers
+ where id = %(worker_id)s;
+
+-- name: prune_workers
+-- Forgets workers not seen for an hour (they died); the reaper runs it with the lease reaping.
+delete from {schema}.workers
+ where last_seen_at < now() - interval '1 hour';
+
+-- name: check_schema
+-- A worker's start-up check that `pgq migrate` has run: fails with undefined_table otherwise.
+select 1
+  from {schema}.jobs
+ limit 0;

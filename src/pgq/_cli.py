@@ -1,0 +1,276 @@
+"""The `pgq` command (also `python -m pgq`). Uses pgq's public API only."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import pgq
+from pgq._config import setup_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_dsn_option = click.option(
+    "--dsn",
+    envvar="PGQ_DSN",
+    help="PostgreSQL connection string (default: $PGQ_DSN).",
+)
+_schema_option = click.option(
+    "--schema",
+    envvar="PGQ_SCHEMA",
+    default="pgq",
+    show_default=True,
+    help="Schema holding pgq's tables ($PGQ_SCHEMA).",
+)
+
+
+def _require_dsn(dsn: str | None) -> str:
+    if not dsn:
+        raise click.UsageError("no database given: pass --dsn or set PGQ_DSN")
+    return dsn
+
+
+def _friendly(fn: F) -> F:
+    """One clear line on stderr and exit 1 for pgq's own errors, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (pgq.PgqError, ValueError) as exc:
+            click.echo(f"pgq: error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]  # same signature
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(pgq.__version__, prog_name="pgq")
+def cli() -> None:
+    """pgq: a job queue that needs nothing but PostgreSQL."""
+
+
+@cli.command()
+@_dsn_option
+@_schema_option
+@_friendly
+def migrate(dsn: str | None, schema: str) -> None:
+    """Create or upgrade pgq's tables."""
+    pgq.migrate(_require_dsn(dsn), schema=schema)
+    click.echo(f"pgq schema {schema!r} is up to date")
+
+
+@cli.command()
+@_schema_option
+@_friendly
+def schema(schema: str) -> None:
+    """Print the DDL, for teams that run their own migration tool."""
+    click.echo(pgq.schema_sql(schema=schema), nl=False)
+
+
+@cli.command()
+@click.argument("modules", nargs=-1, required=True)
+@_dsn_option
+@_schema_option
+@click.option("--queue", "queues", multiple=True, help="Serve only this queue (repeatable).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Lease, seconds.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds in-flight jobs get on SIGTERM.",
+)
+@click.option(
+    "--burst", is_flag=True, help="Exit 0 once nothing is runnable and nothing is in flight."
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="With --burst: wait this long for jobs due soon.",
+)
+@click.option(
+    "--poll-interval", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option(
+    "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
+)
+@_friendly
+def worker(
+    modules: tuple[str, ...],
+    dsn: str | None,
+    schema: str,
+    queues: tuple[str, ...],
+    concurrency: int,
+    lease: float,
+    grace: float,
+    burst: bool,
+    max_wait: float,
+    poll_interval: float,
+    connect_timeout: float,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Run jobs of the tasks in MODULES (e.g. myapp.tasks) until SIGTERM / SIGINT."""
+    setup_logging(log_level, "json" if log_format == "json" else "text")
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, "")  # task modules are found from the working directory, as python -m
+    w = pgq.Worker(
+        _require_dsn(dsn),
+        tasks=list(modules),
+        queues=list(queues) or None,
+        concurrency=concurrency,
+        lease=lease,
+        grace=grace,
+        poll_interval=poll_interval,
+        schema=schema,
+        connect_timeout=connect_timeout,
+    )
+    if burst:
+        w.run_until_empty(max_wait=max_wait)
+    else:
+        w.run()
+
+
+@cli.group()
+def jobs() -> None:
+    """Inspect and replay jobs."""
+
+
+@jobs.command("list")
+@_dsn_option
+@_schema_option
+@click.option("--queue")
+@click.option("--state", type=click.Choice([s.value for s in pgq.State]))
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@_friendly
+def jobs_list(
+    dsn: str | None, schema: str, queue: str | None, state: str | None, limit: int
+) -> None:
+    """Newest jobs first."""
+    records = pgq.list_jobs(_require_dsn(dsn), queue=queue, state=state, limit=limit, schema=schema)
+    table = Table("id", "queue", "task", "state", "attempt", "run_at", "last error", box=None)
+    for r in records:
+        table.add_row(
+            str(r.id),
+            r.queue,
+            r.task,
+            r.state,
+            f"{r.attempt}/{r.max_attempts or '-'}",
+            f"{r.run_at:%Y-%m-%d %H:%M:%S}",
+            (r.last_error or "")[:60],
+        )
+    Console().print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@_dsn_option
+@_schema_option
+@_friendly
+def jobs_show(job_id: int, dsn: str | None, schema: str) -> None:
+    """A job's state and its event timeline."""
+    record = pgq.get_job(_require_dsn(dsn), job_id, schema=schema)
+    if record is None:
+        raise pgq.JobNotFound(f"no job with id {job_id}")
+    print_job(record)
+
+
+def print_job(record: pgq.JobRecord, console: Console | None = None) -> None:
+    """Print a job and its timeline (also used by `pgq demo`)."""
+    console = console or Console()
+    console.print(
+        f"[bold]job {record.id}[/bold]  {record.task}  queue={record.queue}  "
+        f"state=[bold]{record.state}[/bold]  attempt {record.attempt}/{record.max_attempts or '-'}"
+    )
+    console.print(f"  args: {record.args}")
+    if record.last_error:
+        console.print(f"  last error: {record.last_error}")
+    table = Table("at (UTC)", "transition", "attempt", "worker", "error", box=None)
+    for e in record.events:
+        table.add_row(
+            f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+            f"{e.from_state or '∅'} → {e.to_state}",
+            str(e.attempt),
+            e.worker_id or "",
+            e.error or "",
+        )
+    console.print(table)
+
+
+def _each(ids: tuple[int, ...], fn: Callable[[int], pgq.JobRecord], verb: str) -> None:
+    failed = False
+    for job_id in ids:
+        try:
+            record = fn(job_id)
+            click.echo(f"job {job_id}: {verb}, now {record.state}")
+        except (pgq.JobNotFound, pgq.InvalidTransition) as exc:
+            click.echo(f"pgq: error: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@jobs.command("retry")
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@_dsn_option
+@_schema_option
+@_friendly
+def jobs_retry(job_ids: tuple[int, ...], dsn: str | None, schema: str) -> None:
+    """Replay dead or cancelled jobs."""
+    target = _require_dsn(dsn)
+    _each(job_ids, lambda i: pgq.retry_job(target, i, schema=schema), "replayed")
+
+
+@jobs.command("cancel")
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@_dsn_option
+@_schema_option
+@_friendly
+def jobs_cancel(job_ids: tuple[int, ...], dsn: str | None, schema: str) -> None:
+    """Cancel queued or retrying jobs."""
+    target = _require_dsn(dsn)
+    _each(job_ids, lambda i: pgq.cancel_job(target, i, schema=schema), "cancelled")
+
+
+@cli.command()
+@_dsn_option
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=10), default=3000, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True)
+@_friendly
+def demo(dsn: str | None, n_jobs: int, concurrency: int) -> None:
+    """Run the main job end to end (an embedded PostgreSQL when no DSN is set)."""
+    from pgq._demo import run_demo
+
+    run_demo(dsn, n_jobs=n_jobs, concurrency=concurrency)
+
+
+def main() -> None:
+    cli(prog_name="pgq")

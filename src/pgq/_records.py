@@ -1,0 +1,124 @@
+"""What users get back from pgq, and what the worker and backends pass between them.
+
+Frozen, slotted dataclasses: rows become these where they leave the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from pgq._domain import Lease
+
+if TYPE_CHECKING:
+    from pgq._tasks import Task
+
+JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The result of an enqueue: the job's id, and whether this call created it.
+
+    `created` is False when a job with the same queue and idempotency key already existed; `id`
+    is then that job's id.
+    """
+
+    id: int
+    created: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job for `pgq.enqueue_many`; the fields mean what `pgq.enqueue`'s arguments mean."""
+
+    task: Task[..., Any] | str
+    args: dict[str, Any] | None = None
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | None = None
+    delay: float | None = None
+    idempotency_key: str | None = None
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job, ready for a backend to write. `args_json` is the args as JSON text."""
+
+    queue: str
+    task: str
+    args_json: str
+    priority: int
+    run_at: datetime | None
+    delay_s: float
+    idempotency_key: str | None
+    max_attempts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a worker holds under a lease. `args` is whatever the row holds (checked before use)."""
+
+    id: int
+    queue: str
+    task: str
+    args: Any
+    attempt: int
+    max_attempts: int | None
+    worker_id: str
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.attempt, self.worker_id)
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One state transition of a job (or a `discarded` late result), oldest first in JobRecord."""
+
+    from_state: str | None
+    to_state: str
+    attempt: int
+    at: datetime
+    worker_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored, with its event timeline (`events`, oldest first; the first is the enqueue).
+
+    `max_attempts` is None when the job was enqueued without one and its task was unknown to
+    the producer; the worker then applies the task's setting, else the default (5).
+    """
+
+    id: int
+    queue: str
+    task: str
+    args: Any
+    state: str
+    attempt: int
+    max_attempts: int | None
+    last_error: str | None
+    run_at: datetime
+    created_at: datetime
+    finished_at: datetime | None
+    priority: int = 0
+    idempotency_key: str | None = None
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    events: list[JobEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Passed to a task that declares a parameter annotated `pgq.Context`; never stored in args."""
+
+    job_id: int
+    attempt: int
+    queue: str
+    task: str
+    worker_id: str
+    max_attempts: int

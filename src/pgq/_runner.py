@@ -1,0 +1,110 @@
+"""Running one attempt of a job: find its task, check its payload, call it, judge the outcome.
+
+Shared by the worker's task threads and `InMemoryBackend.run_until_empty`, so both apply the
+same rules. No I/O here beyond calling the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pgq._domain import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_ATTEMPTS,
+    GiveUp,
+    Outcome,
+    after_failure,
+    describe_error,
+)
+from pgq._records import ClaimedJob, Context
+from pgq._tasks import Task
+
+logger = logging.getLogger("pgq.worker")
+
+
+class UnknownTask(Exception):
+    """The worker has no task of the job's name: the attempt fails (retried, then dead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """An attempt that failed: the error text kept, and what it leads to."""
+
+    error: str
+    outcome: Outcome
+
+
+def effective_max_attempts(job: ClaimedJob, task: Task[..., Any] | None) -> int:
+    """What the job was enqueued with, then the task's own setting, then the default."""
+    if job.max_attempts is not None:
+        return job.max_attempts
+    if task is not None and task.max_attempts is not None:
+        return task.max_attempts
+    return DEFAULT_MAX_ATTEMPTS
+
+
+def judge(job: ClaimedJob, task: Task[..., Any] | None, error: BaseException) -> Failed:
+    """The outcome of a failed attempt, under the job's and task's retry settings."""
+    outcome = after_failure(
+        attempt=job.attempt,
+        max_attempts=effective_max_attempts(job, task),
+        backoff=(task.backoff if task is not None and task.backoff else DEFAULT_BACKOFF),
+        error=error,
+    )
+    return Failed(describe_error(error), outcome)
+
+
+def prepare(
+    job: ClaimedJob, tasks: Mapping[str, Task[..., Any]]
+) -> tuple[Task[..., Any], dict[str, Any]] | Failed:
+    """The task and keyword arguments for an attempt, or why it cannot run."""
+    task = tasks.get(job.task)
+    if task is None:
+        return judge(
+            job,
+            None,
+            UnknownTask(
+                f"unknown task {job.task!r}: this worker does not know it "
+                "(is its module among the worker's task modules?)"
+            ),
+        )
+    problem = task.args_problem(job.args)
+    if problem is not None:
+        reason = f"undecodable payload: {problem}"
+        return Failed(reason, GiveUp(reason))
+    kwargs = dict(job.args)
+    if task.ctx_param is not None:
+        kwargs[task.ctx_param] = Context(
+            job_id=job.id,
+            attempt=job.attempt,
+            queue=job.queue,
+            task=job.task,
+            worker_id=job.worker_id,
+            max_attempts=effective_max_attempts(job, task),
+        )
+    return task, kwargs
+
+
+def call(task: Task[..., Any], kwargs: dict[str, Any]) -> None:
+    """Run the task body (an `async def` task on an event loop of its own)."""
+    if task.is_async:
+        asyncio.run(task.fn(**kwargs))
+    else:
+        task.fn(**kwargs)
+
+
+def run_attempt(job: ClaimedJob, tasks: Mapping[str, Task[..., Any]]) -> Failed | None:
+    """Run one attempt to its end in this thread; None on success."""
+    prepared = prepare(job, tasks)
+    if isinstance(prepared, Failed):
+        return prepared
+    task, kwargs = prepared
+    try:
+        call(task, kwargs)
+    except Exception as exc:
+        return judge(job, task, exc)
+    return None

@@ -1,0 +1,84 @@
+"""Turn what the user passed (DSN, psycopg connection, SQLAlchemy connection or session, or an
+in-memory backend) into a Backend."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from pgq._domain import check_schema_name
+from pgq._errors import ConfigError, PgqError
+from pgq._ports import Backend
+
+DEFAULT_SCHEMA = "pgq"
+
+
+def _schema(schema: str | None) -> str:
+    try:
+        return check_schema_name(schema or DEFAULT_SCHEMA)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _is_backend(target: object) -> bool:
+    return hasattr(target, "claim") and hasattr(target, "enqueue_many")
+
+
+@contextlib.contextmanager
+def backend_for(target: object, *, schema: str | None = None) -> Iterator[Backend]:
+    """A Backend for `target`, closed afterwards if this call opened it.
+
+    A psycopg or SQLAlchemy target runs in the caller's transaction and is never committed; a
+    DSN string gets a connection of its own, committed when the call ends.
+    """
+    if _is_backend(target):
+        yield target  # type: ignore[misc]  # checked structurally just above
+        return
+    from pgq._backends.postgres import PostgresBackend
+
+    name = _schema(schema)
+    if isinstance(target, str):
+        backend = PostgresBackend.from_dsn(target, schema=name)
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
+    yield PostgresBackend.on_connection(_psycopg_connection(target), schema=name)
+
+
+def _psycopg_connection(target: object) -> Any:
+    import psycopg
+
+    if isinstance(target, psycopg.Connection):
+        return target
+    module = type(target).__module__
+    if module.startswith("sqlalchemy"):
+        return _from_sqlalchemy(target)
+    raise PgqError(
+        "expected a DSN string, a psycopg Connection, a SQLAlchemy Connection or Session, "
+        f"or pgq.testing.InMemoryBackend; got {type(target).__name__}"
+    )
+
+
+def _from_sqlalchemy(target: Any) -> Any:
+    import psycopg
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    if isinstance(target, Session):
+        conn = target.connection()  # begins the session's transaction if needed
+    elif isinstance(target, Connection):
+        conn = target
+        if not conn.in_transaction():
+            conn.begin()  # what SQLAlchemy's autobegin would do; the caller commits it
+    else:
+        raise PgqError(f"expected a SQLAlchemy Connection or Session, got {type(target).__name__}")
+    dbapi = conn.connection.dbapi_connection
+    if not isinstance(dbapi, psycopg.Connection):
+        raise PgqError(
+            "pgq needs SQLAlchemy's psycopg (3) driver: create the engine with a "
+            f"'postgresql+psycopg://' URL (this one uses {type(dbapi).__module__})"
+        )
+    return dbapi

@@ -1,0 +1,629 @@
+"""The worker: claims jobs under leases, runs them on threads, writes results in batches.
+
+Threads, each named:
+- the caller's thread runs the claim loop (`run` / `run_until_empty`);
+- `pgq-task-N` (concurrency of them) run task bodies, fed through a SimpleQueue (a Future per
+  job cost more GIL time than the database round trips, see PERFORMANCE.md);
+- `pgq-flusher` writes finished jobs: all completions gathered so far in one statement;
+- `pgq-maintenance` extends leases every lease/3, runs the reaper, enforces task timeouts;
+- `pgq-listener` waits on LISTEN and wakes the claim loop; polling is the fallback.
+
+A slot is held from claim until the job's result is written, so `running` rows stay bounded by
+`concurrency + prefetch`. Every database call in a loop that fails logs a warning, backs off and
+tries again: a lost connection delays jobs, never drops them (a lease that runs out meanwhile is
+taken back by a reaper, and this worker's late write is then discarded by the fence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+import queue as queue_mod
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, TypeVar
+
+from pgq._domain import (
+    DEFAULT_MAX_ATTEMPTS,
+    GiveUp,
+    Lease,
+    check_queue_name,
+    check_schema_name,
+)
+from pgq._errors import ConfigError, DatabaseError
+from pgq._ports import Backend, Listener
+from pgq._records import ClaimedJob
+from pgq._runner import Failed, judge, prepare
+from pgq._runner import call as call_task
+from pgq._tasks import Task, resolve_tasks
+
+logger = logging.getLogger("pgq.worker")
+
+T = TypeVar("T")
+
+_REAP_BATCH = 1000
+
+
+@dataclass(slots=True)
+class _Slot:
+    job: ClaimedJob
+    task: Task[..., Any] | None = None
+    started_at: float | None = None  # time.monotonic() when its body started
+    timed_out: bool = False
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class _Stats:
+    completed: int = 0
+    failed: int = 0
+    dead: int = 0
+    discarded: int = 0
+    claimed: int = 0
+    by_queue: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs jobs from PostgreSQL (or an in-memory backend) until stopped.
+
+    Args:
+        target: a DSN string, or a backend such as `pgq.testing.InMemoryBackend()`.
+        tasks: modules (dotted names) whose `@pgq.task` functions this worker runs, or task
+            objects. A job whose task is not among them fails its attempt, naming the task.
+        queues: the queues to serve; default None serves every queue.
+        concurrency: task threads; default 10.
+        lease: seconds a claim is held before the reaper may take it back; extended every
+            lease/3 while the job runs; default 30.
+        grace: seconds in-flight jobs get to finish after SIGTERM/SIGINT; default 30.
+        poll_interval: seconds between claims when idle and no NOTIFY arrives; default 1.
+        reaper_interval: seconds between reaper runs; default 5.
+        prefetch: jobs claimed beyond `concurrency`, waiting their turn under a lease (released
+            on shutdown); default equal to concurrency.
+        schema: the schema pgq's tables live in; default "pgq".
+        connect_timeout: seconds to wait for the database at start; default 10.
+
+    Example:
+        >>> worker = pgq.Worker("postgresql:///app", tasks=["myapp.tasks"])  # doctest: +SKIP
+        >>> worker.run()  # until SIGTERM / SIGINT  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        target: str | Backend,
+        *,
+        tasks: Iterable[str | Task[..., Any]] = (),
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        lease: float = 30.0,
+        grace: float = 30.0,
+        poll_interval: float = 1.0,
+        reaper_interval: float = 5.0,
+        prefetch: int | None = None,
+        schema: str = "pgq",
+        connect_timeout: float = 10.0,
+    ) -> None:
+        _positive("concurrency", concurrency, integer=True)
+        _positive("lease", lease)
+        _positive("poll_interval", poll_interval)
+        _positive("reaper_interval", reaper_interval)
+        _positive("connect_timeout", connect_timeout)
+        if not grace >= 0:
+            raise ConfigError(f"grace must be >= 0 seconds, got {grace!r}")
+        if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 0):
+            raise ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+        try:
+            check_schema_name(schema)
+            if queues is not None:
+                queues = [check_queue_name(q) for q in queues]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if queues is not None and not queues:
+            raise ConfigError("queues must name at least one queue, or be None for every queue")
+        self._target = target
+        self._task_specs = list(tasks)
+        self.queues = list(queues) if queues is not None else None
+        self.concurrency = concurrency
+        self.lease_s = float(lease)
+        self.grace_s = float(grace)
+        self.poll_interval_s = float(poll_interval)
+        self.reaper_interval_s = float(reaper_interval)
+        self.prefetch = concurrency if prefetch is None else prefetch
+        self.schema = schema
+        self.connect_timeout_s = float(connect_timeout)
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.tasks: dict[str, Task[..., Any]] = {}
+        self.stats = _Stats()
+
+        self._backend: Backend | None = None
+        self._owns_backend = False
+        self._stop = threading.Event()  # no more claims
+        self._halt = threading.Event()  # helper threads exit
+        self._wake = threading.Event()  # the claim loop should look again
+        self._lock = threading.Lock()  # guards _slots and stats
+        self._slots: dict[Lease, _Slot] = {}
+        self._todo: queue_mod.SimpleQueue[ClaimedJob | None] = queue_mod.SimpleQueue()
+        self._done: queue_mod.SimpleQueue[tuple[ClaimedJob, Failed | None]] = (
+            queue_mod.SimpleQueue()
+        )
+        self._threads: list[threading.Thread] = []
+        self._task_seq = itertools.count()
+        self._listener: Listener | None = None
+        self._known_queues: list[str] = list(self.queues or [])
+        self._busy: set[str] = set()
+        self._rotation = 0
+        self._signals = 0
+
+    # -- public ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or `stop()`): then stop claiming, let in-flight jobs finish
+        for `grace` seconds, release the rest, and return. A second signal exits at once."""
+        self._serve(burst=None)
+
+    def run_until_empty(self, max_wait: float = 10.0) -> None:
+        """Burst mode: return once nothing is in flight and no job of its queues becomes
+        runnable within `max_wait` seconds (a retry due in 50 ms is waited for)."""
+        if not max_wait >= 0:
+            raise ConfigError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        self._serve(burst=float(max_wait))
+
+    def stop(self) -> None:
+        """Ask the worker to stop as SIGTERM does; returns at once (thread-safe)."""
+        self._stop.set()
+        self._wake.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _open(self) -> Backend:
+        self.tasks = resolve_tasks(self._task_specs)
+        if isinstance(self._target, str):
+            from pgq._backends.postgres import PostgresBackend, check_database
+
+            check_database(self._target, schema=self.schema, timeout_s=self.connect_timeout_s)
+            self._owns_backend = True
+            return PostgresBackend.pooled(
+                self._target, schema=self.schema, size=4, connect_timeout=self.connect_timeout_s
+            )
+        return self._target
+
+    def _serve(self, *, burst: float | None) -> None:
+        self._backend = backend = self._open()
+        restore = self._install_signals()
+        try:
+            self._retry_forever(
+                "register worker",
+                lambda: backend.register_worker(
+                    self.id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                ),
+            )
+            logger.info(
+                "worker started",
+                extra={
+                    "worker_id": self.id,
+                    "queues": self.queues or "all",
+                    "concurrency": self.concurrency,
+                    "tasks": sorted(self.tasks),
+                },
+            )
+            self._start_threads(backend)
+            self._claim_loop(backend, burst)
+            self._shutdown(backend)
+        finally:
+            restore()
+            self._halt.set()
+            if self._listener is not None:
+                self._listener.close()
+            with contextlib.suppress(DatabaseError):
+                backend.deregister_worker(self.id)
+            if self._owns_backend:
+                backend.close()
+            logger.info(
+                "worker stopped",
+                extra={
+                    "worker_id": self.id,
+                    "completed": self.stats.completed,
+                    "failed": self.stats.failed,
+                },
+            )
+
+    def _start_threads(self, backend: Backend) -> None:
+        for _ in range(self.concurrency):
+            self._spawn_task_thread()
+        self._listener = backend.listener()
+        for name, target in (
+            ("pgq-flusher", self._flush_loop),
+            ("pgq-maintenance", self._maintenance_loop),
+            ("pgq-listener", self._listen_loop),
+        ):
+            thread = threading.Thread(target=target, args=(backend,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _spawn_task_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._task_loop, name=f"pgq-task-{next(self._task_seq)}", daemon=True
+        )
+        thread.start()
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                logger.warning("second signal: exiting at once", extra={"worker_id": self.id})
+                os._exit(1)
+            logger.info(
+                "signal received: stopping",
+                extra={"worker_id": self.id, "signal": signal.Signals(signum).name},
+            )
+            self.stop()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        return restore
+
+    # -- claiming --------------------------------------------------------------------------
+
+    @property
+    def _capacity(self) -> int:
+        return self.concurrency + self.prefetch
+
+    def _claim_loop(self, backend: Backend, burst: float | None) -> None:
+        claim_min = max(1, min(self._capacity // 4, 25))
+        refreshed_at = -math.inf
+        idle_since: float | None = None
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            with self._lock:
+                free = self._capacity - len(self._slots)
+                in_flight = len(self._slots)
+            more = False
+            if free >= claim_min or (free > 0 and self._todo.qsize() == 0):
+                try:
+                    if self.queues is None and (
+                        time.monotonic() - refreshed_at > self.poll_interval_s or not self._busy
+                    ):
+                        self._known_queues = backend.runnable_queues()
+                        refreshed_at = time.monotonic()
+                    more = self._claim(backend, free)
+                    failures = 0
+                except DatabaseError as exc:
+                    failures += 1
+                    delay = _backoff_s(failures)
+                    logger.warning(
+                        "claim failed; retrying",
+                        extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
+                    )
+                    self._stop.wait(delay)
+                    continue
+            if more:
+                idle_since = None
+                continue
+            if burst is not None and in_flight == 0 and not more:
+                if idle_since is None:
+                    idle_since = time.monotonic()
+                wait_s = self._burst_wait(backend, burst)
+                if wait_s is None:
+                    return
+                self._wake.wait(min(wait_s, self.poll_interval_s))
+                continue
+            self._wake.wait(self.poll_interval_s)
+
+    def _burst_wait(self, backend: Backend, max_wait: float) -> float | None:
+        """In burst mode, how long to wait for the next due job; None to stop now."""
+        with self._lock:
+            if self._slots:
+                return self.poll_interval_s
+        queues = self.queues if self.queues is not None else backend.runnable_queues()
+        if not queues:
+            return None
+        due = self._retry_forever("look for due jobs", lambda: backend.next_due_in(queues))
+        if due is None or due > max_wait:
+            return None
+        return max(due, 0.001)
+
+    def _claim(self, backend: Backend, free: int) -> bool:
+        """Claim up to `free` jobs over the queues served; True if some queue may hold more."""
+        queues = self._known_queues
+        if not queues:
+            return False
+        n = len(queues)
+        start = self._rotation % n
+        self._rotation += 1
+        ordered = queues[start:] + queues[:start]
+        busy = [q for q in ordered if q in self._busy]
+        wants: list[tuple[str, int]]
+        if busy:
+            share = max(1, math.ceil(free / len(busy)))
+            wants = [(q, share if q in self._busy else 1) for q in ordered]
+        else:
+            share = max(1, math.ceil(free / n))
+            wants = [(q, share) for q in ordered]
+        jobs = backend.claim(worker_id=self.id, wants=wants, lease_s=self.lease_s)
+        got: dict[str, int] = {}
+        for job in jobs:
+            got[job.queue] = got.get(job.queue, 0) + 1
+        self._busy = {q for q, want in wants if got.get(q, 0) >= want}
+        if jobs:
+            with self._lock:
+                for job in jobs:
+                    self._slots[job.lease] = _Slot(job, task=self.tasks.get(job.task))
+                self.stats.claimed += len(jobs)
+            for job in jobs:
+                self._todo.put(job)
+        return bool(self._busy)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _task_loop(self) -> None:
+        while True:
+            job = self._todo.get()
+            if job is None:
+                return
+            lease = job.lease
+            with self._lock:
+                slot = self._slots.get(lease)
+                if slot is None or slot.lost or self._halt.is_set():
+                    continue
+                slot.started_at = time.monotonic()
+            prepared = prepare(job, self.tasks)
+            if isinstance(prepared, Failed):
+                self._done.put((job, prepared))
+                continue
+            task, kwargs = prepared
+            try:
+                call_task(task, kwargs)
+                result: Failed | None = None
+            except Exception as exc:
+                result = judge(job, task, exc)
+            with self._lock:
+                abandoned = slot.timed_out
+            self._done.put((job, result))
+            if abandoned:
+                return  # a replacement thread took this one's place when it timed out
+
+    def _flush_loop(self, backend: Backend) -> None:
+        failures = 0
+        pending: list[tuple[ClaimedJob, Failed | None]] = []
+        while not (self._halt.is_set() and not pending and self._done.empty()):
+            if not pending:
+                try:
+                    pending.append(self._done.get(timeout=0.2))
+                except queue_mod.Empty:
+                    continue
+            with contextlib.suppress(queue_mod.Empty):
+                while len(pending) < 5000:
+                    pending.append(self._done.get_nowait())
+            try:
+                self._write_results(backend, pending)
+                pending = []
+                failures = 0
+            except DatabaseError as exc:
+                failures += 1
+                delay = _backoff_s(failures)
+                logger.warning(
+                    "writing results failed; retrying",
+                    extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
+                )
+                self._halt.wait(delay) if not self._halt.is_set() else time.sleep(delay)
+
+    def _write_results(
+        self, backend: Backend, results: list[tuple[ClaimedJob, Failed | None]]
+    ) -> None:
+        successes = [job.lease for job, failed in results if failed is None]
+        held = backend.complete_many(successes) if successes else set()
+        failed_written = 0
+        dead = 0
+        lost: list[Lease] = [lease for lease in successes if lease not in held]
+        for job, failed in results:
+            if failed is None:
+                continue
+            if not backend.fail(job.lease, failed.outcome, error=failed.error):
+                lost.append(job.lease)
+                continue
+            failed_written += 1
+            if isinstance(failed.outcome, GiveUp):
+                dead += 1
+                logger.warning(
+                    "job dead",
+                    extra={
+                        "job_id": job.id,
+                        "task": job.task,
+                        "queue": job.queue,
+                        "attempt": job.attempt,
+                        "error": failed.outcome.reason,
+                    },
+                )
+        for lease in lost:
+            logger.warning(
+                "lease lost; late result discarded",
+                extra={
+                    "job_id": lease.job_id,
+                    "attempt": lease.attempt,
+                    "worker_id": lease.worker_id,
+                },
+            )
+        with self._lock:
+            for job, _ in results:
+                self._slots.pop(job.lease, None)
+            self.stats.completed += len(held)
+            self.stats.failed += failed_written
+            self.stats.dead += dead
+            self.stats.discarded += len(lost)
+        self._wake.set()
+
+    # -- maintenance: heartbeat, reaper, timeouts ----------------------------------------------
+
+    def _maintenance_loop(self, backend: Backend) -> None:
+        heartbeat_every = self.lease_s / 3
+        next_heartbeat = time.monotonic() + heartbeat_every
+        next_reap = time.monotonic()
+        tick = min(0.25, heartbeat_every)
+        while not self._halt.wait(tick):
+            now = time.monotonic()
+            self._enforce_timeouts(now)
+            if now >= next_heartbeat:
+                ok = self._safely("heartbeat", lambda: self._heartbeat(backend))
+                next_heartbeat = now + (heartbeat_every if ok else min(heartbeat_every, 1.0))
+            if now >= next_reap:
+                self._safely("reaper", lambda: self._reap(backend))
+                next_reap = now + self.reaper_interval_s
+
+    def _heartbeat(self, backend: Backend) -> None:
+        with self._lock:
+            leases = [lease for lease, slot in self._slots.items() if not slot.lost]
+        backend.worker_heartbeat(self.id)
+        if not leases:
+            return
+        held = backend.extend_leases(leases, lease_s=self.lease_s)
+        lost = [lease for lease in leases if lease not in held]
+        if lost:
+            with self._lock:
+                for lease in lost:
+                    slot = self._slots.get(lease)
+                    if slot is not None:
+                        slot.lost = True
+                        if slot.started_at is None:
+                            self._slots.pop(lease, None)  # never started: nothing to wait for
+            for lease in lost:
+                logger.warning(
+                    "lease lost",
+                    extra={"job_id": lease.job_id, "attempt": lease.attempt, "worker_id": self.id},
+                )
+            self._wake.set()
+
+    def _reap(self, backend: Backend) -> None:
+        n = backend.reap_expired(limit=_REAP_BATCH, default_max_attempts=DEFAULT_MAX_ATTEMPTS)
+        if n:
+            logger.info("reaper took back expired leases", extra={"worker_id": self.id, "jobs": n})
+
+    def _enforce_timeouts(self, now: float) -> None:
+        expired: list[tuple[_Slot, float]] = []
+        with self._lock:
+            for slot in self._slots.values():
+                task = slot.task
+                if (
+                    task is not None
+                    and task.timeout is not None
+                    and slot.started_at is not None
+                    and not slot.timed_out
+                    and now - slot.started_at > task.timeout
+                ):
+                    slot.timed_out = True
+                    expired.append((slot, task.timeout))
+        for slot, timeout_s in expired:
+            error = TimeoutError(f"task {slot.job.task} ran past its timeout of {timeout_s}s")
+            self._done.put((slot.job, judge(slot.job, slot.task, error)))
+            self._spawn_task_thread()  # the stuck thread keeps running; keep concurrency whole
+
+    def _listen_loop(self, backend: Backend) -> None:
+        listener = self._listener
+        assert listener is not None
+        while not self._halt.is_set():
+            try:
+                if listener.wait(self.poll_interval_s):
+                    self._wake.set()
+            except Exception as exc:
+                logger.warning("listener failed", extra={"error": str(exc)})
+                self._halt.wait(1.0)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _shutdown(self, backend: Backend) -> None:
+        # 1. Jobs claimed but never started go back to the queue at once.
+        unstarted: list[Lease] = []
+        with self._lock:
+            for lease, slot in list(self._slots.items()):
+                if slot.started_at is None:
+                    unstarted.append(lease)
+                    del self._slots[lease]
+        # Task threads skip jobs whose slot is gone; one None per thread ends its loop.
+        if unstarted:
+            n = self._retry_forever("release unstarted jobs", lambda: backend.release(unstarted))
+            logger.info("released unstarted jobs", extra={"worker_id": self.id, "jobs": n})
+        # 2. Wait for in-flight jobs, up to the grace period.
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._slots:
+                    break
+            self._wake.wait(0.05)
+            self._wake.clear()
+        # 3. Whatever still runs has its attempt failed with the reason, and is retried.
+        with self._lock:
+            left = [s for s in self._slots.values() if not s.timed_out]
+            for slot in left:
+                slot.timed_out = True
+        for slot in left:
+            error = InterruptedError(
+                f"worker {self.id} shut down after a grace period of {self.grace_s}s "
+                "while the job was still running"
+            )
+            self._done.put((slot.job, judge(slot.job, slot.task, error)))
+        for _ in range(self.concurrency):
+            self._todo.put(None)
+        # 4. Let the flusher write everything, then stop it.
+        deadline = time.monotonic() + max(self.connect_timeout_s, 5.0)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._slots and self._done.empty():
+                    break
+            time.sleep(0.01)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _safely(self, what: str, fn: Callable[[], None]) -> bool:
+        try:
+            fn()
+        except DatabaseError as exc:
+            logger.warning(
+                f"{what} failed; will retry", extra={"worker_id": self.id, "error": str(exc)}
+            )
+            return False
+        return True
+
+    def _retry_forever(self, what: str, fn: Callable[[], T]) -> T:
+        failures = 0
+        while True:
+            try:
+                return fn()
+            except DatabaseError as exc:
+                failures += 1
+                delay = _backoff_s(failures)
+                logger.warning(
+                    f"{what} failed; retrying",
+                    extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
+                )
+                time.sleep(delay)
+
+
+def _backoff_s(failures: int) -> float:
+    """Reconnect pacing: 0.1 s doubling to 10 s."""
+    return float(min(10.0, 0.1 * 2.0 ** min(failures - 1, 10)))
+
+
+def _positive(name: str, value: object, *, integer: bool = False) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not value > 0:  # type: ignore[operator]  # checked
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind} > 0, got {value!r}")
