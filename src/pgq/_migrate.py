@@ -31,7 +31,7 @@ def _config(schema: str, output: io.StringIO | None = None):  # type: ignore[no-
     location = script_location()
     cfg = Config(output_buffer=output) if output is not None else Config()
     cfg.set_main_option("script_location", str(location))
-    cfg.set_main_option("version_locations", str(location / "versions"))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["schema"] = schema
     return cfg
 
