@@ -33,12 +33,14 @@ def run_offline() -> None:
 
 def run_online() -> None:
     connection = config.attributes["connection"]
-    with connection.begin():
+    context.configure(
+        connection=connection, version_table_schema=schema, transaction_per_migration=False
+    )
+    with context.begin_transaction():
+        # Taken before alembic reads the version table, so a second `pgq migrate` waits and
+        # then finds the schema at head.
         connection.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK_KEY})
         connection.execute(text(f'create schema if not exists "{schema}"'))
-    context.configure(connection=connection, version_table_schema=schema)
-    with context.begin_transaction():
-        connection.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK_KEY})
         context.run_migrations(schema=schema)
 
 

@@ -2,8 +2,8 @@
 
 Run it from the repository root, with a PostgreSQL you may create tables in:
 
-    PGQ_DSN=postgresql://user:password@localhost:5432/app .venv/bin/python examples/psycopg_app.py
-    .venv/bin/python examples/psycopg_app.py postgresql://user:password@localhost:5432/app
+    PGQ_DSN=postgresql://user:pw@localhost:5432/app .venv/bin/python examples/psycopg_app.py
+    .venv/bin/python examples/psycopg_app.py postgresql://user:pw@localhost:5432/app
 
 It creates the table `pgq_example_psycopg_orders` and pgq's tables in the schema
 `pgq_example_psycopg` (both are left in place; running it again adds new orders), then:
@@ -25,7 +25,7 @@ import psycopg
 import pgq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so the worker can import `tasks`
-from tasks import send_receipt  # noqa: E402
+from tasks import send_receipt
 
 SCHEMA = "pgq_example_psycopg"
 
@@ -85,7 +85,8 @@ def main() -> None:
 
     # 4. What happened to the job, from its event rows.
     job = pgq.get_job(dsn, job_id, schema=SCHEMA)
-    assert job is not None and job.state == "completed", job
+    assert job is not None
+    assert job.state == "completed", job
     print(f"job {job.id} ({job.task}): {job.state} after {job.attempt} attempts")
     for event in job.events:
         error = f"  {event.error}" if event.error else ""

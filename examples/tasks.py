@@ -25,8 +25,14 @@ def send_receipt(order_id: int, email: str, ctx: pgq.Context) -> None:
     print(f"  [worker] sent the receipt of order {order_id} to {email} (attempt {ctx.attempt})")
 
 
+@pgq.task(queue="reviews")
+def ask_for_review(order_id: int, email: str) -> None:
+    """Ask the customer to review an order; enqueued with a delay of a week."""
+    print(f"  [worker] asked {email} to review order {order_id}")
+
+
 if __name__ == "__main__":
     import tasks  # this file again, under the module name jobs store (not "__main__")
 
-    t = tasks.send_receipt
-    print(f"{t.name}: queue={t.queue!r}, max_attempts={t.max_attempts}, timeout={t.timeout} s")
+    for t in (tasks.send_receipt, tasks.ask_for_review):
+        print(f"{t.name}: queue={t.queue!r}, max_attempts={t.max_attempts}, timeout={t.timeout}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any, TypeVar
 
 import click
@@ -176,7 +177,7 @@ def jobs_list(
 ) -> None:
     """Newest jobs first."""
     records = pgq.list_jobs(_require_dsn(dsn), queue=queue, state=state, limit=limit, schema=schema)
-    table = Table("id", "queue", "task", "state", "attempt", "run_at", "last error", box=None)
+    table = Table("id", "queue", "task", "state", "attempt", "run_at (UTC)", "last error", box=None)
     for r in records:
         table.add_row(
             str(r.id),
@@ -184,7 +185,7 @@ def jobs_list(
             r.task,
             r.state,
             f"{r.attempt}/{r.max_attempts or '-'}",
-            f"{r.run_at:%Y-%m-%d %H:%M:%S}",
+            f"{r.run_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
             (r.last_error or "")[:60],
         )
     Console().print(table)
@@ -216,7 +217,7 @@ def print_job(record: pgq.JobRecord, console: Console | None = None) -> None:
     table = Table("at (UTC)", "transition", "attempt", "worker", "error", box=None)
     for e in record.events:
         table.add_row(
-            f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+            f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3],
             f"{e.from_state or '∅'} → {e.to_state}",
             str(e.attempt),
             e.worker_id or "",

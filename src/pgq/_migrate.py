@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import threading
 from importlib import resources
 from pathlib import Path
 
 from pgq._domain import check_schema_name
 from pgq._errors import ConfigError, DatabaseError
+
+# alembic keeps its running context in module globals: one migration per process at a time
+# (processes are serialised by an advisory lock in env.py).
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def script_location() -> Path:
@@ -61,7 +66,7 @@ def migrate(dsn: str, *, schema: str = "pgq") -> None:
         poolclass=sa.pool.NullPool,
     )
     try:
-        with engine.connect() as connection:
+        with _ALEMBIC_LOCK, engine.connect() as connection:
             cfg = _config(schema)
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
@@ -83,5 +88,6 @@ def schema_sql(*, schema: str = "pgq") -> str:
     from alembic import command
 
     out = io.StringIO()
-    command.upgrade(_config(schema, out), "head", sql=True)
+    with _ALEMBIC_LOCK:
+        command.upgrade(_config(schema, out), "head", sql=True)
     return out.getvalue()

@@ -7,7 +7,7 @@ takes plain values and returns records from `_records`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from pgq._domain import Lease, Outcome
@@ -36,9 +36,18 @@ class Backend(Protocol):
         ...
 
     def claim(
-        self, *, worker_id: str, wants: Sequence[tuple[str, int]], lease_s: float
+        self,
+        *,
+        worker_id: str,
+        wants: Sequence[tuple[str, int]],
+        lease_s: float,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[ClaimedJob]:
-        """Claim up to n runnable jobs of each (queue, n), under leases of `lease_s` seconds."""
+        """Claim up to n runnable jobs of each (queue, n), under leases of `lease_s` seconds.
+
+        `max_attempts` maps task names to their own setting: a job enqueued without one gets
+        its task's stamped at claim, so the reaper (which knows no tasks) applies it too.
+        """
         ...
 
     def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:

@@ -16,7 +16,7 @@ DEFAULT_SCHEMA = "pgq"
 
 def _schema(schema: str | None) -> str:
     try:
-        return check_schema_name(schema or DEFAULT_SCHEMA)
+        return check_schema_name(DEFAULT_SCHEMA if schema is None else schema)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -161,6 +161,7 @@ class Worker:
         self._busy: set[str] = set()
         self._rotation = 0
         self._signals = 0
+        self._task_max_attempts: dict[str, int] = {}
 
     # -- public ----------------------------------------------------------------------------
 
@@ -197,6 +198,9 @@ class Worker:
 
     def _serve(self, *, burst: float | None) -> None:
         self._backend = backend = self._open()
+        self._task_max_attempts = {
+            name: t.max_attempts for name, t in self.tasks.items() if t.max_attempts is not None
+        }
         restore = self._install_signals()
         try:
             self._retry_forever(
@@ -224,6 +228,8 @@ class Worker:
         finally:
             restore()
             self._halt.set()
+            for thread in self._threads:  # the listener returns within one poll interval
+                thread.join(timeout=self.poll_interval_s + 1.0)
             if self._listener is not None:
                 self._listener.close()
             with contextlib.suppress(DatabaseError):
@@ -359,7 +365,12 @@ class Worker:
         else:
             share = max(1, math.ceil(free / n))
             wants = [(q, share) for q in ordered]
-        jobs = backend.claim(worker_id=self.id, wants=wants, lease_s=self.lease_s)
+        jobs = backend.claim(
+            worker_id=self.id,
+            wants=wants,
+            lease_s=self.lease_s,
+            max_attempts=self._task_max_attempts,
+        )
         got: dict[str, int] = {}
         for job in jobs:
             got[job.queue] = got.get(job.queue, 0) + 1
@@ -430,11 +441,10 @@ class Worker:
     def _write_results(
         self, backend: Backend, results: list[tuple[ClaimedJob, Failed | None]]
     ) -> None:
-        successes = [job.lease for job, failed in results if failed is None]
-        held = backend.complete_many(successes) if successes else set()
-        failed_written = 0
-        dead = 0
-        lost: list[Lease] = [lease for lease in successes if lease not in held]
+        # Failures first: when a timed-out attempt's failure and its body's late success meet
+        # in one batch, the failure stands and the late success is fenced off (discarded).
+        lost: list[Lease] = []
+        failed_written = dead = 0
         for job, failed in results:
             if failed is None:
                 continue
@@ -454,14 +464,13 @@ class Worker:
                         "error": failed.outcome.reason,
                     },
                 )
+        successes = [job.lease for job, failed in results if failed is None]
+        held = backend.complete_many(successes) if successes else set()
+        lost.extend(lease for lease in successes if lease not in held)
         for lease in lost:
             logger.warning(
-                "lease lost; late result discarded",
-                extra={
-                    "job_id": lease.job_id,
-                    "attempt": lease.attempt,
-                    "worker_id": lease.worker_id,
-                },
+                "late result discarded",
+                extra={"job_id": lease.job_id, "attempt": lease.attempt, "worker_id": self.id},
             )
         with self._lock:
             for job, _ in results:

@@ -98,7 +98,7 @@ def test_enqueue_many_keeps_input_order_and_folds_duplicate_keys(harness: Harnes
 @pytest.mark.parametrize(
     ("task", "args", "kw", "message"),
     [
-        (tasks.add, {"a": 1, "b": datetime.now(UTC)}, {}, "not JSON"),
+        (tasks.add, {"a": 1, "b": datetime(2030, 1, 1, tzinfo=UTC)}, {}, "not JSON"),
         (tasks.add, {"a": 1, "b": {1, 2}}, {}, "not JSON"),
         (tasks.add, {"a": 1}, {}, "b: field required"),
         (tasks.add, {"a": 1, "b": 2, "c": 3}, {}, "c: extra inputs"),
@@ -378,3 +378,20 @@ def test_timestamps_come_from_the_backend_clock(harness: Harness) -> None:
     assert record.run_at == record.created_at
     delayed = harness.get(harness.enqueue(tasks.noop, delay=90).id)
     assert delayed.run_at - delayed.created_at == timedelta(seconds=90)
+
+
+def test_claim_stamps_the_tasks_own_max_attempts_for_the_reaper(harness: Harness) -> None:
+    job_id = harness.enqueue_raw("tests.tasks.always_fails", "{}")  # producer knew no task
+    assert harness.get(job_id).max_attempts is None
+    for attempt in (1, 2, 3):
+        [c] = harness.backend.claim(
+            worker_id="w",
+            wants=[("default", 1)],
+            lease_s=30.0,
+            max_attempts={"tests.tasks.always_fails": 3},
+        )
+        assert c.attempt == attempt and c.max_attempts == 3
+        harness.expire_lease(job_id)
+        harness.backend.reap_expired(limit=10, default_max_attempts=10)
+    record = harness.get(job_id)
+    assert (record.state, record.attempt, record.max_attempts) == ("dead", 3, 3)

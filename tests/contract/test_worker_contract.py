@@ -194,3 +194,26 @@ def test_grace_period_over_fails_the_attempt_with_the_reason(harness: Harness) -
     record = harness.get(job.id)
     assert record.state == "retrying"
     assert record.last_error is not None and "grace period" in record.last_error
+
+
+def test_a_late_success_after_a_timeout_never_wins(harness: Harness) -> None:
+    """The watchdog fails the attempt; the body's late success must be discarded, even when
+    both results reach the writer together."""
+    job = harness.enqueue(tasks.too_slow, max_attempts=1)
+    worker = harness.worker(concurrency=1)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            record = harness.get(job.id)
+            if any(e.to_state == "discarded" for e in record.events):
+                break
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(10)
+    record = harness.get(job.id)
+    assert record.state == "dead"
+    assert record.last_error is not None and "timeout" in record.last_error
+    assert [e.to_state for e in record.events][-1] == "discarded"

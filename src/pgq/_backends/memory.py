@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -143,7 +143,7 @@ class InMemoryBackend:
                     attempt=lease.attempt,
                     at=self.clock.now(),
                     worker_id=lease.worker_id,
-                    error=f"late result discarded (lease lost): {what}",
+                    error=f"late result discarded (the attempt had already ended): {what}",
                 )
             )
 
@@ -206,7 +206,12 @@ class InMemoryBackend:
     # -- worker ----------------------------------------------------------------------------
 
     def claim(
-        self, *, worker_id: str, wants: Sequence[tuple[str, int]], lease_s: float
+        self,
+        *,
+        worker_id: str,
+        wants: Sequence[tuple[str, int]],
+        lease_s: float,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[ClaimedJob]:
         claimed: list[ClaimedJob] = []
         with self._lock:
@@ -223,6 +228,8 @@ class InMemoryBackend:
                     key=lambda r: (r.priority, r.run_at, r.id),
                 )[:limit]
                 for row in runnable:
+                    if row.max_attempts is None and max_attempts:
+                        row.max_attempts = max_attempts.get(row.task)
                     row.attempt += 1
                     row.worker_id = worker_id
                     row.lease_expires_at = now + timedelta(seconds=lease_s)
@@ -448,13 +455,17 @@ class InMemoryBackend:
         A job whose task is not among `tasks` fails its attempts as a worker would fail them.
         """
         known = resolve_tasks(list(tasks))
+        stamped = {n: t.max_attempts for n, t in known.items() if t.max_attempts is not None}
         worker_id = "in-memory"
         runs = 0
         while True:
             with self._lock:
                 queues = sorted({r.queue for r in self._jobs.values() if r.state in RUNNABLE})
             claimed = self.claim(
-                worker_id=worker_id, wants=[(q, 1) for q in queues], lease_s=3600.0
+                worker_id=worker_id,
+                wants=[(q, 1) for q in queues],
+                lease_s=3600.0,
+                max_attempts=stamped,
             )
             if not claimed:
                 due = self.next_run_at()

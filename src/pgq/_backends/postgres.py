@@ -10,7 +10,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, LiteralString, Self
 
@@ -199,7 +199,12 @@ class PostgresBackend:
     # -- worker ----------------------------------------------------------------------------
 
     def claim(
-        self, *, worker_id: str, wants: Sequence[tuple[str, int]], lease_s: float
+        self,
+        *,
+        worker_id: str,
+        wants: Sequence[tuple[str, int]],
+        lease_s: float,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[ClaimedJob]:
         wants = [(q, n) for q, n in wants if n > 0]
         if not wants:
@@ -211,6 +216,8 @@ class PostgresBackend:
                 "limits": [n for _, n in wants],
                 "worker_id": worker_id,
                 "lease_s": lease_s,
+                "task_names": list(max_attempts or ()),
+                "task_max_attempts": list((max_attempts or {}).values()),
             },
         )
         return [ClaimedJob(*row) for row in rows]
@@ -436,6 +443,8 @@ class PgListener:
                     pass
             return got
         except psycopg.Error as exc:
+            if self._closed.is_set():
+                return False  # closed under us at shutdown
             logger.warning("listen connection lost; reconnecting", extra={"error": str(exc)})
             with contextlib.suppress(psycopg.Error):
                 conn.close()

@@ -66,6 +66,8 @@ select i.n,
 -- looking for another's jobs (a single index scan over queue = any(...) sorted every runnable row).
 -- SKIP LOCKED lets workers claim side by side without waiting on each other. The locking CTE is
 -- materialized so it runs once and the limits hold (Oban's fetch_jobs comment explains the trap).
+-- A job enqueued without max_attempts gets its task's own setting stamped here (the worker
+-- knows its tasks; the reaper does not), so every later decision sees it.
 -- Index: jobs_claim_idx (queue, priority, run_at, id) where state in ('queued', 'retrying').
 -- Plan seen on PG 15 and 18 with 200k rows: Nested Loop -> Function Scan on unnest ->
 -- Limit -> LockRows -> Index Scan using jobs_claim_idx.
@@ -92,7 +94,12 @@ claimed as (
        set state = 'running',
            attempt = j.attempt + 1,
            worker_id = %(worker_id)s,
-           lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+           lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+           max_attempts = coalesce(
+               j.max_attempts,
+               (select t.m
+                  from unnest(%(task_names)s::text[], %(task_max_attempts)s::int[]) as t (n, m)
+                 where t.n = j.task))
       from picked
      where j.id = picked.id
  returning j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, picked.from_state
@@ -147,7 +154,7 @@ logged as (
 discarded as (
     insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
     select l.id, j.state, 'discarded', l.attempt, %(worker_id)s,
-           'late result discarded (lease lost): completed'
+           'late result discarded (the attempt had already ended): completed'
       from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
       join {schema}.jobs as j
         on j.id = l.id
@@ -184,7 +191,7 @@ logged as (
 discarded as (
     insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
     select j.id, j.state, 'discarded', %(attempt)s, %(worker_id)s,
-           'late result discarded (lease lost): ' || %(error)s::text
+           'late result discarded (the attempt had already ended): ' || %(error)s::text
       from {schema}.jobs as j
      where j.id = %(job_id)s
        and not exists (select 1 from failed)

@@ -1,0 +1,127 @@
+"""Transactional enqueue on every kind of connection a user has."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+import pgq
+from tests import tasks
+from tests.postgres import PgSchema
+
+
+def count_jobs(pg: PgSchema) -> int:
+    [(n,)] = pg.sql("select count(*) from {schema}.jobs")
+    return int(n)
+
+
+def sa_url(dsn: str) -> sa.URL:
+    return sa.make_url(dsn).set(drivername="postgresql+psycopg")
+
+
+def test_psycopg_commit_makes_the_job_durable(pg_schema: PgSchema) -> None:
+    with pg_schema.connect() as conn, conn.transaction():
+        conn.execute("create table if not exists public.orders_t (id int)")
+        job = pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)
+        assert count_jobs(pg_schema) == 0  # not visible before commit
+    assert pgq.get_job(pg_schema.dsn, job.id, schema=pg_schema.schema) is not None
+
+
+def test_psycopg_rollback_means_the_job_never_existed(pg_schema: PgSchema) -> None:
+    with pg_schema.connect() as conn:
+
+        def business_change() -> None:
+            with conn.transaction():
+                pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)
+                raise RuntimeError("business change failed")
+
+        with pytest.raises(RuntimeError):
+            business_change()
+        assert count_jobs(pg_schema) == 0
+        [(events,)] = pg_schema.sql("select count(*) from {schema}.job_events")
+        assert events == 0
+
+
+def test_enqueue_never_commits_the_callers_transaction(pg_schema: PgSchema) -> None:
+    conn = pg_schema.connect()  # not autocommit: psycopg opened a transaction
+    try:
+        pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)
+        pgq.enqueue_many(conn, [pgq.JobSpec(task=tasks.noop)] * 3, schema=pg_schema.schema)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert count_jobs(pg_schema) == 0
+        conn.rollback()
+        assert count_jobs(pg_schema) == 0
+    finally:
+        conn.close()
+
+
+def test_user_row_factory_does_not_confuse_pgq(pg_schema: PgSchema) -> None:
+    from psycopg.rows import dict_row
+
+    with pg_schema.connect(row_factory=dict_row) as conn:
+        job = pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)
+        assert isinstance(job.id, int)
+        assert pgq.get_job(conn, job.id, schema=pg_schema.schema) is not None
+
+
+def test_sqlalchemy_connection_joins_the_transaction(pg_schema: PgSchema) -> None:
+    engine = sa.create_engine(sa_url(pg_schema.dsn))
+    try:
+        with engine.connect() as conn:
+            pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)
+            conn.rollback()
+        assert count_jobs(pg_schema) == 0
+        with engine.begin() as conn:
+            conn.execute(sa.text("select 1"))
+            job = pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)
+        assert pgq.get_job(pg_schema.dsn, job.id, schema=pg_schema.schema) is not None
+        with engine.connect() as conn:
+            pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)  # autobegins
+            conn.commit()
+        assert count_jobs(pg_schema) == 2
+    finally:
+        engine.dispose()
+
+
+def test_sqlalchemy_session_joins_the_transaction(pg_schema: PgSchema) -> None:
+    engine = sa.create_engine(sa_url(pg_schema.dsn))
+    try:
+        with Session(engine) as session:
+            pgq.enqueue(session, tasks.noop, schema=pg_schema.schema)
+            session.rollback()
+        assert count_jobs(pg_schema) == 0
+        with Session(engine) as session, session.begin():
+            job = pgq.enqueue(session, tasks.noop, schema=pg_schema.schema)
+            assert pgq.get_job(session, job.id, schema=pg_schema.schema) is not None
+        assert count_jobs(pg_schema) == 1
+    finally:
+        engine.dispose()
+
+
+def test_sqlalchemy_with_another_driver_is_a_clear_error(pg_schema: PgSchema) -> None:
+    class Fake:
+        __module__ = "somewhere"
+
+    with pytest.raises(pgq.PgqError, match="expected a DSN string"):
+        pgq.enqueue(Fake(), tasks.noop)
+
+
+def test_notify_wakes_listeners_at_commit_not_before(pg_schema: PgSchema) -> None:
+    listener = psycopg.connect(pg_schema.dsn, autocommit=True)
+    try:
+        listener.execute(f'listen "pgq_{pg_schema.schema}"')
+        with pg_schema.connect() as conn:
+            with conn.transaction():
+                pgq.enqueue(conn, tasks.noop, queue="wake", schema=pg_schema.schema)
+                assert list(listener.notifies(timeout=0.3)) == []
+            got = list(listener.notifies(timeout=2.0, stop_after=1))
+        assert [n.payload for n in got] == ["wake"]
+    finally:
+        listener.close()
+
+
+def test_missing_schema_says_to_migrate(pg_dsn: str) -> None:
+    with pytest.raises(pgq.DatabaseError, match="pgq migrate"):
+        pgq.enqueue(pg_dsn, tasks.noop, schema="pgq_never_migrated")

@@ -1,0 +1,62 @@
+"""postgres.sql: one named statement per backend method, documented, psycopg-safe."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pgq._backends import postgres
+from pgq._backends.postgres import QUERIES, PostgresBackend, load_queries
+
+# Statements run by a method of another name, and why.
+HELPERS = {
+    "job_events": "get_job / list_jobs load timelines with it",
+    "job_state": "retry_job / cancel_job explain why nothing moved",
+    "prune_workers": "reap_expired runs it",
+    "check_schema": "check_database, at worker start",
+}
+
+
+def test_every_statement_belongs_to_a_backend_method() -> None:
+    methods = {m for m in dir(PostgresBackend) if not m.startswith("_")}
+    for name in QUERIES:
+        assert name in methods or name in HELPERS, f"{name} has no method"
+    for name in (
+        "enqueue_many",
+        "claim",
+        "extend_leases",
+        "complete_many",
+        "fail",
+        "release",
+        "reap_expired",
+        "get_job",
+        "list_jobs",
+        "retry_job",
+        "cancel_job",
+        "runnable_queues",
+        "next_due_in",
+        "register_worker",
+        "worker_heartbeat",
+        "deregister_worker",
+    ):
+        assert name in QUERIES, f"method {name} has no named statement"
+
+
+def test_every_statement_is_documented_lower_case_and_psycopg_safe() -> None:
+    text = Path(postgres.__file__).with_suffix(".sql").read_text()
+    blocks = re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]
+    assert len(blocks) == len(QUERIES)
+    for block in blocks:
+        name, _, rest = block.partition("\n")
+        assert rest.startswith("-- "), f"{name} has no comment saying what it does"
+    for name, statement in QUERIES.items():
+        assert "select *" not in statement and "returning *" not in statement, name
+        assert not re.search(r"\b(SELECT|UPDATE|INSERT|WHERE|FROM)\b", statement), name
+        assert not re.search(r"%(?!\(\w+\)s)", statement), f"{name}: a bare percent sign"
+
+
+def test_loader_rejects_duplicate_names() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        load_queries("-- name: a\nselect 1;\n-- name: a\nselect 2;\n")
