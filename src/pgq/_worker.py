@@ -60,6 +60,7 @@ class _Slot:
     started_at: float | None = None  # time.monotonic() when its body started
     timed_out: bool = False
     lost: bool = False
+    finished: bool = False  # its result is on the way to the database
 
 
 @dataclass(slots=True)
@@ -409,6 +410,7 @@ class Worker:
                 result = judge(job, task, exc)
             with self._lock:
                 abandoned = slot.timed_out
+                slot.finished = True
             self._done.put((job, result))
             if abandoned:
                 return  # a replacement thread took this one's place when it timed out
@@ -500,20 +502,26 @@ class Worker:
 
     def _heartbeat(self, backend: Backend) -> None:
         with self._lock:
-            leases = [lease for lease, slot in self._slots.items() if not slot.lost]
+            leases = [
+                lease for lease, slot in self._slots.items() if not (slot.lost or slot.finished)
+            ]
         backend.worker_heartbeat(self.id)
         if not leases:
             return
         held = backend.extend_leases(leases, lease_s=self.lease_s)
-        lost = [lease for lease in leases if lease not in held]
-        if lost:
+        missing = [lease for lease in leases if lease not in held]
+        lost: list[Lease] = []
+        if missing:
             with self._lock:
-                for lease in lost:
+                for lease in missing:
                     slot = self._slots.get(lease)
-                    if slot is not None:
-                        slot.lost = True
-                        if slot.started_at is None:
-                            self._slots.pop(lease, None)  # never started: nothing to wait for
+                    if slot is None or slot.finished:
+                        continue  # its result was written meanwhile: not lost
+                    slot.lost = True
+                    lost.append(lease)
+                    if slot.started_at is None:
+                        self._slots.pop(lease, None)  # never started: nothing to wait for
+        if lost:
             for lease in lost:
                 logger.warning(
                     "lease lost",
@@ -567,11 +575,19 @@ class Worker:
                     unstarted.append(lease)
                     del self._slots[lease]
         # Task threads skip jobs whose slot is gone; one None per thread ends its loop.
-        if unstarted:
-            n = self._retry_forever("release unstarted jobs", lambda: backend.release(unstarted))
-            logger.info("released unstarted jobs", extra={"worker_id": self.id, "jobs": n})
-        # 2. Wait for in-flight jobs, up to the grace period.
         deadline = time.monotonic() + self.grace_s
+        if unstarted:
+            try:
+                n = self._retry_until(
+                    deadline, "release unstarted jobs", lambda: backend.release(unstarted)
+                )
+                logger.info("released unstarted jobs", extra={"worker_id": self.id, "jobs": n})
+            except _GaveUp:  # the database stayed away: their leases run out, the reaper rescues
+                logger.warning(
+                    "could not release unstarted jobs before the grace period ended",
+                    extra={"worker_id": self.id, "jobs": len(unstarted)},
+                )
+        # 2. Wait for in-flight jobs, up to the grace period.
         while time.monotonic() < deadline:
             with self._lock:
                 if not self._slots:
@@ -611,19 +627,30 @@ class Worker:
             return False
         return True
 
-    def _retry_forever(self, what: str, fn: Callable[[], T]) -> T:
+    def _retry_until(self, deadline: float, what: str, fn: Callable[[], T]) -> T:
+        """Call `fn`, retrying database errors with backoff; _GaveUp once `deadline` (a
+        time.monotonic() value) has passed."""
         failures = 0
         while True:
             try:
                 return fn()
             except DatabaseError as exc:
                 failures += 1
-                delay = _backoff_s(failures)
+                delay = min(_backoff_s(failures), deadline - time.monotonic())
+                if delay <= 0:
+                    raise _GaveUp(what) from exc
                 logger.warning(
                     f"{what} failed; retrying",
                     extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
                 )
                 time.sleep(delay)
+
+    def _retry_forever(self, what: str, fn: Callable[[], T]) -> T:
+        return self._retry_until(math.inf, what, fn)
+
+
+class _GaveUp(Exception):
+    """A database call kept failing until its deadline."""
 
 
 def _backoff_s(failures: int) -> float:

@@ -69,7 +69,14 @@ def test_claim_for_a_quiet_queue_never_scans_the_flood(stale_stats: PgSchema) ->
     plan = generic_plan(
         stale_stats,
         "claim",
-        {"queues": ["quiet"], "limits": [10], "worker_id": "w", "lease_s": 30.0},
+        {
+            "queues": ["quiet"],
+            "limits": [10],
+            "worker_id": "w",
+            "lease_s": 30.0,
+            "task_names": ["t"],
+            "task_max_attempts": [3],
+        },
         analyze=True,
     )
     assert "jobs_claim_idx" in plan, plan
