@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from pgq._domain import (
     DEFAULT_QUEUE,
@@ -77,7 +78,7 @@ def _new_job(spec: JobSpec) -> NewJob:
     return NewJob(
         queue=queue,
         task=name,
-        args_json=json.dumps(args, separators=(",", ":"), allow_nan=False),
+        args_json=orjson.dumps(args).decode(),
         priority=priority,
         run_at=spec.run_at,
         delay_s=float(delay),

@@ -17,8 +17,9 @@ from pgq._records import ClaimedJob, Enqueued, JobRecord, NewJob
 class Listener(Protocol):
     """Wakes an idle worker when jobs arrive. Polling stays the fallback: it may miss wake-ups."""
 
-    def wait(self, timeout_s: float) -> bool:
-        """Block up to `timeout_s`; True if woken by new jobs."""
+    def wait(self, timeout_s: float) -> set[str]:
+        """Block up to `timeout_s`; the queues that got runnable jobs meanwhile (empty if none
+        were announced)."""
         ...
 
     def close(self) -> None: ...

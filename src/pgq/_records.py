@@ -68,10 +68,11 @@ class ClaimedJob:
     attempt: int
     max_attempts: int | None
     worker_id: str
+    lease: Lease = field(init=False, compare=False, repr=False)
 
-    @property
-    def lease(self) -> Lease:
-        return Lease(self.id, self.attempt, self.worker_id)
+    def __post_init__(self) -> None:
+        # Built once: the worker keys its slots by lease many times per job.
+        object.__setattr__(self, "lease", Lease(self.id, self.attempt, self.worker_id))
 
 
 @dataclass(frozen=True, slots=True)

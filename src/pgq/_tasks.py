@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import json
 import math
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+import orjson
 import pydantic
 
 from pgq._domain import DEFAULT_QUEUE, Backoff, check_queue_name
@@ -163,7 +163,7 @@ class _Signature:
 
     def check_strict(self, args: Mapping[str, Any]) -> None:
         # Validate what the task will really receive: the values as JSON decodes them.
-        decoded = json.loads(json.dumps(args))
+        decoded = orjson.loads(orjson.dumps(args))
         try:
             self.model.model_validate(decoded)
         except pydantic.ValidationError as exc:

@@ -51,6 +51,10 @@ logger = logging.getLogger("pgq.worker")
 T = TypeVar("T")
 
 _REAP_BATCH = 1000
+_MAX_CLAIM = 100  # rows per claim statement: PERFORMANCE.md found the plateau at about 100
+_MAX_PREFETCH = 400
+_MAX_FLUSH = 500  # results per write: the fenced statements look attempts up by position
+_BUFFER_S = 0.05
 
 
 @dataclass(slots=True)
@@ -88,7 +92,10 @@ class Worker:
         poll_interval: seconds between claims when idle and no NOTIFY arrives; default 1.
         reaper_interval: seconds between reaper runs; default 5.
         prefetch: jobs claimed beyond `concurrency`, waiting their turn under a lease (released
-            on shutdown); default equal to concurrency.
+            unstarted on shutdown). Default None adapts: enough for about 50 ms of work at the
+            observed job duration, between `concurrency` and 400 (short jobs need a deep
+            buffer to keep the threads busy; long jobs should not be hoarded from other
+            workers). An integer fixes it.
         schema: the schema pgq's tables live in; default "pgq".
         connect_timeout: seconds to wait for the database at start; default 10.
 
@@ -137,7 +144,7 @@ class Worker:
         self.grace_s = float(grace)
         self.poll_interval_s = float(poll_interval)
         self.reaper_interval_s = float(reaper_interval)
-        self.prefetch = concurrency if prefetch is None else prefetch
+        self.prefetch = prefetch
         self.schema = schema
         self.connect_timeout_s = float(connect_timeout)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -159,10 +166,12 @@ class Worker:
         self._task_seq = itertools.count()
         self._listener: Listener | None = None
         self._known_queues: list[str] = list(self.queues or [])
+        self._notified: set[str] = set()  # queues announced by NOTIFY since the last claim
         self._busy: set[str] = set()
         self._rotation = 0
         self._signals = 0
         self._task_max_attempts: dict[str, int] = {}
+        self._avg_job_s = 1.0  # moving average of task body durations, for adaptive prefetch
 
     # -- public ----------------------------------------------------------------------------
 
@@ -292,10 +301,14 @@ class Worker:
 
     @property
     def _capacity(self) -> int:
-        return self.concurrency + self.prefetch
+        """Jobs this worker may hold (running, waiting for a thread, or being written)."""
+        if self.prefetch is not None:
+            return self.concurrency + self.prefetch
+        # Adaptive prefetch: about _BUFFER_S of work at the observed job duration.
+        wanted = self.concurrency * _BUFFER_S / max(self._avg_job_s, 1e-6)
+        return self.concurrency + int(min(_MAX_PREFETCH, max(self.concurrency, wanted)))
 
     def _claim_loop(self, backend: Backend, burst: float | None) -> None:
-        claim_min = max(1, min(self._capacity // 4, 25))
         refreshed_at = -math.inf
         idle_since: float | None = None
         failures = 0
@@ -305,13 +318,20 @@ class Worker:
                 free = self._capacity - len(self._slots)
                 in_flight = len(self._slots)
             more = False
-            if free >= claim_min or (free > 0 and self._todo.qsize() == 0):
+            # Claim in batches of up to _MAX_CLAIM while a quarter of the capacity is free (or
+            # the threads ran dry), so claims and completions overlap instead of taking turns.
+            free = min(free, _MAX_CLAIM)
+            if free >= max(1, min(self._capacity // 4, 25)) or (
+                free > 0 and self._todo.qsize() == 0
+            ):
                 try:
-                    if self.queues is None and (
-                        time.monotonic() - refreshed_at > self.poll_interval_s or not self._busy
-                    ):
-                        self._known_queues = backend.runnable_queues()
-                        refreshed_at = time.monotonic()
+                    if self.queues is None:
+                        with self._lock:
+                            notified, self._notified = self._notified, set()
+                        if time.monotonic() - refreshed_at > self.poll_interval_s:
+                            self._known_queues = backend.runnable_queues()
+                            refreshed_at = time.monotonic()
+                        self._known_queues += sorted(notified - set(self._known_queues))
                     more = self._claim(backend, free)
                     failures = 0
                 except DatabaseError as exc:
@@ -403,11 +423,14 @@ class Worker:
                 self._done.put((job, prepared))
                 continue
             task, kwargs = prepared
+            started = slot.started_at
             try:
                 call_task(task, kwargs)
                 result: Failed | None = None
             except Exception as exc:
                 result = judge(job, task, exc)
+            # Unlocked read-modify-write: a lost update only blurs an average.
+            self._avg_job_s += 0.05 * ((time.monotonic() - started) - self._avg_job_s)
             with self._lock:
                 abandoned = slot.timed_out
                 slot.finished = True
@@ -425,7 +448,7 @@ class Worker:
                 except queue_mod.Empty:
                     continue
             with contextlib.suppress(queue_mod.Empty):
-                while len(pending) < 5000:
+                while len(pending) < _MAX_FLUSH:
                     pending.append(self._done.get_nowait())
             try:
                 self._write_results(backend, pending)
@@ -558,7 +581,10 @@ class Worker:
         assert listener is not None
         while not self._halt.is_set():
             try:
-                if listener.wait(self.poll_interval_s):
+                queues = listener.wait(self.poll_interval_s)
+                if queues:
+                    with self._lock:
+                        self._notified |= queues
                     self._wake.set()
             except Exception as exc:
                 logger.warning("listener failed", extra={"error": str(exc)})

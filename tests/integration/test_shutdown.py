@@ -24,7 +24,8 @@ def test_sigterm_finishes_the_running_job_and_releases_prefetched_ones(
     pg_schema: PgSchema, procs: Procs, marker_dir: Path
 ) -> None:
     first, *rest = enqueue_sleepers(pg_schema, marker_dir, 5, seconds=1.5)
-    # concurrency 1 and the default prefetch (= concurrency): one job runs, one waits claimed.
+    # concurrency 1 and the default prefetch (at least concurrency while jobs are slow): one job
+    # runs, one waits claimed.
     worker = procs.worker("--concurrency", "1", "--grace", "20")
     wait_for(lambda: markers(marker_dir, "start"), timeout=20, what="the first job to start")
     wait_for(lambda: count(pg_schema, "running") == 2, timeout=10, what="a prefetched job")

@@ -59,18 +59,17 @@ class _Row:
 class MemoryListener:
     def __init__(self, backend: InMemoryBackend) -> None:
         self._backend = backend
-        self._seen = backend._wakeups
+        self.pending: set[str] = set()  # guarded by the backend's lock
 
-    def wait(self, timeout_s: float) -> bool:
+    def wait(self, timeout_s: float) -> set[str]:
         with self._backend._wake:
-            woke = self._backend._wake.wait_for(
-                lambda: self._backend._wakeups != self._seen, timeout=timeout_s
-            )
-            self._seen = self._backend._wakeups
-            return woke
+            self._backend._wake.wait_for(lambda: bool(self.pending), timeout=timeout_s)
+            got, self.pending = self.pending, set()
+            return got
 
     def close(self) -> None:
-        pass
+        with self._backend._lock:
+            self._backend._listeners.discard(self)
 
 
 class InMemoryBackend:
@@ -85,7 +84,7 @@ class InMemoryBackend:
         # Guards every field below; held only for in-memory work, never while a task runs.
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._wakeups = 0
+        self._listeners: set[MemoryListener] = set()
         self._jobs: dict[int, _Row] = {}
         self._keys: dict[tuple[str, str], int] = {}
         self._workers: dict[str, datetime] = {}
@@ -147,8 +146,11 @@ class InMemoryBackend:
                 )
             )
 
-    def _notify(self) -> None:
-        self._wakeups += 1
+    def _notify(self, queues: Iterable[str]) -> None:
+        """NOTIFY: wake the listeners, telling them which queues have new runnable jobs."""
+        queues = set(queues)
+        for listener in self._listeners:
+            listener.pending |= queues
         self._wake.notify_all()
 
     def _record(self, row: _Row) -> JobRecord:
@@ -200,7 +202,7 @@ class InMemoryBackend:
                 if key is not None:
                     self._keys[key] = row.id
                 out.append(Enqueued(id=row.id, created=True))
-            self._notify()
+            self._notify(j.queue for j in jobs)
         return out
 
     # -- worker ----------------------------------------------------------------------------
@@ -284,7 +286,7 @@ class InMemoryBackend:
                 row.run_at = now + timedelta(seconds=outcome.delay_s)
                 row.last_error = error
                 self._move(row, State.RETRYING, worker_id=lease.worker_id, error=error)
-                self._notify()
+                self._notify([row.queue])
             else:
                 assert isinstance(outcome, GiveUp)
                 row.finished_at = now
@@ -294,6 +296,7 @@ class InMemoryBackend:
 
     def release(self, leases: Sequence[Lease]) -> int:
         n = 0
+        released: set[str] = set()
         with self._lock:
             for lease in leases:
                 row = self._held(lease)
@@ -308,8 +311,8 @@ class InMemoryBackend:
                     error="released unstarted by worker shutdown",
                 )
                 n += 1
-            if n:
-                self._notify()
+                released.add(row.queue)
+            self._notify(released)
         return n
 
     def reap_expired(self, *, limit: int, default_max_attempts: int) -> int:
@@ -342,8 +345,7 @@ class InMemoryBackend:
                     row.finished_at = now
                 self._move(row, to, worker_id=row.worker_id, error=row.last_error)
                 n += 1
-            if n:
-                self._notify()
+            self._notify(r.queue for r in expired if r.state is State.RETRYING)
         return n
 
     def runnable_queues(self) -> list[str]:
@@ -382,7 +384,9 @@ class InMemoryBackend:
 
     def listener(self) -> MemoryListener:
         with self._lock:
-            return MemoryListener(self)
+            listener = MemoryListener(self)
+            self._listeners.add(listener)
+            return listener
 
     def close(self) -> None:
         pass
@@ -429,7 +433,7 @@ class InMemoryBackend:
                 row.finished_at = now
             row.lease_expires_at = None
             self._move(row, to, error=why)
-            self._notify()
+            self._notify([row.queue] if to is State.QUEUED else [])
             return self._record(row)
 
     # -- testing conveniences -----------------------------------------------------------------

@@ -66,6 +66,8 @@ select i.n,
 -- looking for another's jobs (a single index scan over queue = any(...) sorted every runnable row).
 -- SKIP LOCKED lets workers claim side by side without waiting on each other. The locking CTE is
 -- materialized so it runs once and the limits hold (Oban's fetch_jobs comment explains the trap).
+-- The update finds its rows with id = any(array(...)): written as a join, the planner hashed
+-- the whole jobs table (a sequential scan per claim) whenever it thought the table small.
 -- A job enqueued without max_attempts gets its task's own setting stamped here (the worker
 -- knows its tasks; the reaper does not), so every later decision sees it.
 -- Index: jobs_claim_idx (queue, priority, run_at, id) where state in ('queued', 'retrying').
@@ -100,14 +102,15 @@ claimed as (
                (select t.m
                   from unnest(%(task_names)s::text[], %(task_max_attempts)s::int[]) as t (n, m)
                  where t.n = j.task))
-      from picked
-     where j.id = picked.id
- returning j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts, picked.from_state
+     where j.id = any(array(select picked.id from picked))
+ returning j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts
 ),
 logged as (
     insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id)
-    select id, from_state, 'running', attempt, %(worker_id)s
+    select claimed.id, picked.from_state, 'running', claimed.attempt, %(worker_id)s
       from claimed
+      join picked
+        on picked.id = claimed.id
 )
 select id, queue, task, args, attempt, max_attempts, %(worker_id)s::text as worker_id
   from claimed;
@@ -116,12 +119,12 @@ select id, queue, task, args, attempt, max_attempts, %(worker_id)s::text as work
 -- The heartbeat: one statement extends every lease a worker holds. Fenced: a lease the reaper
 -- took back (other attempt, or no longer running) is not extended and does not come back, which
 -- is how the worker learns it lost it.
--- Index: the primary key, driven by the unnested ids.
+-- Index: the primary key, through id = any(ids); each row's attempt is looked up by its
+-- position in the batch (no join, so no join order for the planner to get wrong).
 update {schema}.jobs as j
    set lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-  from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
- where j.id = l.id
-   and j.attempt = l.attempt
+ where j.id = any(%(ids)s::bigint[])
+   and j.attempt = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], j.id)]
    and j.worker_id = %(worker_id)s
    and j.state = 'running'
 returning j.id, j.attempt;
@@ -133,15 +136,16 @@ returning j.id, j.attempt;
 -- The state guard is on `state` while the lease index's predicate is `lease_expires_at is not
 -- null`: no guard here implies a partial index's predicate, so even a generic plan over stale
 -- statistics joins through the primary key (a plan over a partial index took seconds per batch).
+-- Rows are found with id = any(ids) and each attempt by its position in the batch, with no join:
+-- joined to the unnested batch, the planner chose a sequential scan inside a nested loop.
 -- Index: the primary key.
 with done as (
     update {schema}.jobs as j
        set state = 'completed',
            finished_at = now(),
            lease_expires_at = null
-      from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
-     where j.id = l.id
-       and j.attempt = l.attempt
+     where j.id = any(%(ids)s::bigint[])
+       and j.attempt = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], j.id)]
        and j.worker_id = %(worker_id)s
        and j.state = 'running'
  returning j.id, j.attempt
@@ -153,12 +157,12 @@ logged as (
 ),
 discarded as (
     insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
-    select l.id, j.state, 'discarded', l.attempt, %(worker_id)s,
+    select l.id,
+           (select j.state from {schema}.jobs as j where j.id = l.id),
+           'discarded', l.attempt, %(worker_id)s,
            'late result discarded (the attempt had already ended): completed'
       from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
-      join {schema}.jobs as j
-        on j.id = l.id
-     where not exists (select 1 from done where done.id = l.id)
+     where l.id not in (select done.id from done)
 )
 select id, attempt
   from done;
@@ -208,9 +212,8 @@ with released as (
        set state = 'queued',
            attempt = j.attempt - 1,
            lease_expires_at = null
-      from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
-     where j.id = l.id
-       and j.attempt = l.attempt
+     where j.id = any(%(ids)s::bigint[])
+       and j.attempt = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], j.id)]
        and j.worker_id = %(worker_id)s
        and j.state = 'running'
  returning j.id, j.attempt, j.queue
@@ -263,8 +266,7 @@ reaped as (
                       'never (worker gone)')
                || ', lease ran out at '
                || to_char(j.lease_expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-      from expired
-     where j.id = expired.id
+     where j.id = any(array(select expired.id from expired))
  returning j.id, j.queue, j.state, j.attempt, j.worker_id, j.last_error
 ),
 logged as (
@@ -288,7 +290,7 @@ select id, queue, task, args, state, attempt, max_attempts, last_error, run_at, 
  where id = %(job_id)s;
 
 -- name: job_events
--- The timeline of some jobs, oldest first. Index: job_events_job_idx (job_id, id).
+-- The timeline of some jobs, oldest first. Index: job_events_pkey (job_id, id).
 select job_id, from_state, to_state, attempt, at, worker_id, error
   from {schema}.job_events
  where job_id = any(%(job_ids)s::bigint[])
