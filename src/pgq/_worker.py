@@ -159,7 +159,8 @@ class Worker:
         self._lock = threading.Lock()  # guards _slots and stats
         self._slots: dict[Lease, _Slot] = {}
         self._todo: queue_mod.SimpleQueue[ClaimedJob | None] = queue_mod.SimpleQueue()
-        self._done: queue_mod.SimpleQueue[tuple[ClaimedJob, Failed | None]] = (
+        # Results for the flusher; None only wakes it (at shutdown).
+        self._done: queue_mod.SimpleQueue[tuple[ClaimedJob, Failed | None] | None] = (
             queue_mod.SimpleQueue()
         )
         self._threads: list[threading.Thread] = []
@@ -238,10 +239,12 @@ class Worker:
         finally:
             restore()
             self._halt.set()
-            for thread in self._threads:  # the listener returns within one poll interval
-                thread.join(timeout=self.poll_interval_s + 1.0)
-            if self._listener is not None:
-                self._listener.close()
+            self._done.put(None)
+            # The listener thread closes its own connection when it sees _halt (closing it from
+            # here would race its wait); nothing it does matters any more, so no join.
+            for thread in self._threads:
+                if thread.name != "pgq-listener":
+                    thread.join(timeout=self.poll_interval_s + 1.0)
             with contextlib.suppress(DatabaseError):
                 backend.deregister_worker(self.id)
             if self._owns_backend:
@@ -444,12 +447,17 @@ class Worker:
         while not (self._halt.is_set() and not pending and self._done.empty()):
             if not pending:
                 try:
-                    pending.append(self._done.get(timeout=0.2))
+                    item = self._done.get(timeout=0.2)
                 except queue_mod.Empty:
                     continue
+                if item is None:  # shutdown's wake-up call
+                    continue
+                pending.append(item)
             with contextlib.suppress(queue_mod.Empty):
                 while len(pending) < _MAX_FLUSH:
-                    pending.append(self._done.get_nowait())
+                    item = self._done.get_nowait()
+                    if item is not None:
+                        pending.append(item)
             try:
                 self._write_results(backend, pending)
                 pending = []
@@ -579,16 +587,21 @@ class Worker:
     def _listen_loop(self, backend: Backend) -> None:
         listener = self._listener
         assert listener is not None
-        while not self._halt.is_set():
-            try:
-                queues = listener.wait(self.poll_interval_s)
+        try:
+            while not self._halt.is_set():
+                try:
+                    # Short waits, so that the thread notices shutdown promptly.
+                    queues = listener.wait(min(self.poll_interval_s, 0.1))
+                except Exception as exc:
+                    logger.warning("listener failed", extra={"error": str(exc)})
+                    self._halt.wait(1.0)
+                    continue
                 if queues:
                     with self._lock:
                         self._notified |= queues
                     self._wake.set()
-            except Exception as exc:
-                logger.warning("listener failed", extra={"error": str(exc)})
-                self._halt.wait(1.0)
+        finally:
+            listener.close()
 
     # -- shutdown --------------------------------------------------------------------------
 
