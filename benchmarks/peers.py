@@ -355,8 +355,17 @@ def drain(ctx: Context, system: System, dsn: str, *, n: int, processes: int, cap
         raise BenchError(f"workers finished, but the database confirms {done} of {n} completed")
     metrics: Metrics = {"rate": done / (end - start)}
     if capped:
-        metrics["_capped"] = f"capped at {cap:.0f} s: {done:,} of {n:,} jobs done"
+        metrics["_capped"] = f"stopped at the {cap:.0f} s cap with {done:,} of {n:,} jobs done"
     return metrics
+
+
+WARMUP = 10  # jobs left out of "p99_warm": the first few after the idle period are the slowest
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 200 samples is the 198th smallest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def sc_latency(ctx: Context, system: System, dsn: str) -> Metrics:
@@ -395,7 +404,9 @@ def sc_latency(ctx: Context, system: System, dsn: str) -> Metrics:
     lat = sorted(in_order)
     metrics: Metrics = {
         "p50": statistics.median(lat),
-        "p99": lat[math.ceil(0.99 * len(lat)) - 1],
+        "p99": percentile(lat, 0.99),
+        "first": in_order[0],
+        "p99_warm": percentile(in_order[WARMUP:], 0.99),
         "_samples_ms": in_order,
     }
     notes = []
@@ -518,6 +529,8 @@ def row_labels(sizes: Sizes) -> list[tuple[str, str, str, bool]]:
         ("drain-deep", "rate", f"drain {sizes.deep:,} backlog, 1 process (jobs/s)", True),
         ("latency", "p50", "idle pickup p50 (ms)", False),
         ("latency", "p99", "idle pickup p99 (ms)", False),
+        ("latency", "first", "idle pickup, first job after the idle 2 s (ms)", False),
+        ("latency", "p99_warm", f"idle pickup p99 without the first {WARMUP} jobs (ms)", False),
         ("rss", "idle", "worker RSS idle (MiB)", False),
         ("rss", "first", f"worker RSS after {sizes.rss_first:,} jobs (MiB)", False),
         ("rss", "total", f"worker RSS after {sizes.rss_total:,} jobs (MiB)", False),
@@ -569,7 +582,10 @@ def report(
             cell = fmt(med) if med is not None else "ERR"
             capped = [r["_capped"] for r in runs if "_capped" in r]
             if capped and med is not None:
-                footnotes.append(f"{system.label}, {label}: " + "; ".join(capped))
+                footnotes.append(
+                    f"{system.label}, {label}: {len(capped)} of {len(runs)} runs "
+                    + "; ".join(capped)
+                )
                 cell += f" [{len(footnotes)}]"
             cells.append(cell)
         for other in ("pgqueuer", "plain"):
@@ -642,12 +658,20 @@ def machine_header(
     lines.extend(f"  - {note}" for note in server.notes)
     for system in systems:
         lines.append(f"- {system.label}: {versions(system)}")
+    lines.append(f"- load average at start: {loadavg()} (a busy machine skews every number)")
     lines.append(
         f"- reps: {args.reps} (deep drain: {args.deep_reps}), interleaved; worker concurrency"
         f" {CONCURRENCY}; drain cap {args.cap:.0f} s (deep: {args.deep_cap:.0f} s)"
     )
     lines.append("")
     return lines
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def versions(system: System) -> str:
@@ -727,6 +751,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         return render(args.render)
+
+    def on_term(signum: int, _frame: object) -> None:
+        # Unwind through the finally blocks: workers stopped, scenario databases dropped.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     ensure_peers_venv()
     sizes = QUICK if args.quick else Sizes()
     all_systems = make_systems(args.pgq_python)
@@ -786,7 +817,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     lines = [*header, *report(results, systems, sizes, errors)]
     lines.append("")
-    lines.append(f"Total time: {time.monotonic() - started:.0f} s; driver logs in {runs_dir}")
+    lines.append(
+        f"Total time: {time.monotonic() - started:.0f} s; load average at the end: {loadavg()};"
+        f" driver logs in {runs_dir}"
+    )
     print("\n".join(lines))
     raw = {
         "header": header,

@@ -75,16 +75,11 @@ def _new_job(spec: JobSpec) -> NewJob:
         isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
     ):
         raise EnqueueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+    # positional: a bulk enqueue builds thousands of these
     return NewJob(
-        queue=queue,
-        task=name,
-        args_json=orjson.dumps(args).decode(),
-        priority=priority,
-        run_at=spec.run_at,
-        delay_s=float(delay),
-        idempotency_key=key,
-        max_attempts=max_attempts,
-    )
+        queue, name, orjson.dumps(args).decode(), priority, spec.run_at, float(delay), key,
+        max_attempts,
+    )  # fmt: skip
 
 
 def enqueue(

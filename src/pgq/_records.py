@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from pgq._domain import Lease
 
@@ -17,12 +17,11 @@ if TYPE_CHECKING:
 JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
 
 
-@dataclass(frozen=True, slots=True)
-class Enqueued:
+class Enqueued(NamedTuple):
     """The result of an enqueue: the job's id, and whether this call created it.
 
     `created` is False when a job with the same queue and idempotency key already existed; `id`
-    is then that job's id.
+    is then that job's id. (A NamedTuple: a bulk enqueue builds thousands of them.)
     """
 
     id: int
@@ -43,8 +42,7 @@ class JobSpec:
     max_attempts: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
+class NewJob(NamedTuple):
     """A validated job, ready for a backend to write. `args_json` is the args as JSON text."""
 
     queue: str

@@ -92,7 +92,9 @@ class _Signature:
         takes_kwargs: bool,
         ctx_param: str | None,
         model: type[pydantic.BaseModel],
+        typed: bool,
     ) -> None:
+        self.typed = typed
         self.name = name
         self.required = required
         self.allowed = allowed
@@ -146,6 +148,7 @@ class _Signature:
             takes_kwargs=takes_kwargs,
             ctx_param=ctx_param,
             model=model,
+            typed=any(hint is not Any for hint, _ in fields.values()),
         )
 
     def problem(self, args: object) -> str | None:
@@ -162,6 +165,11 @@ class _Signature:
         return None
 
     def check_strict(self, args: Mapping[str, Any]) -> None:
+        problem = self.problem(args)
+        if problem is not None:
+            raise EnqueueError(f"args for {self.name} do not fit its signature: {problem}")
+        if not self.typed:
+            return  # names checked above; no annotation left to check values against
         # Validate what the task will really receive: the values as JSON decodes them.
         decoded = orjson.loads(orjson.dumps(args))
         try:

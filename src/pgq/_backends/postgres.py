@@ -208,7 +208,7 @@ class PostgresBackend:
         rows = self._rows(
             "enqueue_many", {"jobs": _payload(jobs).decode(), "channel": self.channel}
         )
-        by_n = {n: Enqueued(id=job_id, created=created) for n, job_id, created in rows}
+        by_n = {n: Enqueued(job_id, created) for n, job_id, created in rows}
         return [by_n[n] for n in range(1, len(jobs) + 1)]
 
     # -- worker ----------------------------------------------------------------------------
