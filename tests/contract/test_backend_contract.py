@@ -396,3 +396,15 @@ def test_claim_stamps_the_tasks_own_max_attempts_for_the_reaper(harness: Harness
         harness.backend.reap_expired(limit=10, default_max_attempts=10)
     record = harness.get(job_id)
     assert (record.state, record.attempt, record.max_attempts) == ("dead", 3, 3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 500])
+def test_enqueue_many_without_keys_maps_each_result_to_its_input(harness: Harness, n: int) -> None:
+    specs = [pgq.JobSpec(task=tasks.add, args={"a": i, "b": -i}, priority=i % 3) for i in range(n)]
+    out = pgq.enqueue_many(harness.target, specs, **harness.api)
+    assert [e.created for e in out] == [True] * n
+    assert len({e.id for e in out}) == n
+    for i in (0, n // 2, n - 1):
+        record = harness.get(out[i].id)
+        assert (record.args, record.priority) == ({"a": i, "b": -i}, i % 3)
+        assert [e.to_state for e in record.events] == ["queued"]

@@ -16,6 +16,8 @@ HELPERS = {
     "job_state": "retry_job / cancel_job explain why nothing moved",
     "prune_workers": "reap_expired runs it",
     "check_schema": "check_database, at worker start",
+    "enqueue_one": "enqueue_many runs it for a batch of one",
+    "enqueue_many_unkeyed": "enqueue_many runs it for a batch without idempotency keys",
 }
 
 

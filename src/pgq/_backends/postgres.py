@@ -205,6 +205,28 @@ class PostgresBackend:
     def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
         if not jobs:
             return []
+        if len(jobs) == 1:
+            [job] = jobs
+            [(job_id, created)] = self._rows(
+                "enqueue_one",
+                {
+                    "queue": job.queue,
+                    "task": job.task,
+                    "args": job.args_json,
+                    "priority": job.priority,
+                    "run_at": job.run_at,
+                    "delay_s": job.delay_s,
+                    "key": job.idempotency_key,
+                    "max_attempts": job.max_attempts,
+                    "channel": self.channel,
+                },
+            )
+            return [Enqueued(job_id, created)]
+        if all(job.idempotency_key is None for job in jobs):
+            rows = self._rows(
+                "enqueue_many_unkeyed", {"jobs": _payload(jobs).decode(), "channel": self.channel}
+            )
+            return [Enqueued(job_id, True) for (job_id,) in rows]
         rows = self._rows(
             "enqueue_many", {"jobs": _payload(jobs).decode(), "channel": self.channel}
         )

@@ -59,6 +59,74 @@ select i.n,
    and existing.idempotency_key = i.idempotency_key
  cross join notified;
 
+-- name: enqueue_many_unkeyed
+-- enqueue_many for a batch with no idempotency key, the bulk-load case: no ON CONFLICT to
+-- check and no join to map results back: ids come from the sequence in input order, and the
+-- input CTE (referenced twice, so materialized once) hands them back in that order.
+with input as (
+    select t.n,
+           nextval('{schema}.jobs_id_seq'::regclass) as id,
+           t.x
+      from jsonb_array_elements(%(jobs)s::jsonb) with ordinality as t (x, n)
+),
+inserted as (
+    insert into {schema}.jobs (id, queue, task, args, priority, run_at, max_attempts)
+    overriding system value
+    select id,
+           x ->> 'queue',
+           x ->> 'task',
+           x -> 'args',
+           (x ->> 'priority')::int,
+           coalesce((x ->> 'run_at')::timestamptz, now())
+               + make_interval(secs => (x ->> 'delay_s')::float8),
+           (x ->> 'max_attempts')::int
+      from input
+ returning id, queue
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt)
+    select id, null, 'queued', 0
+      from inserted
+),
+notified as (
+    select count(pg_notify(%(channel)s, q.queue)) as n
+      from (select distinct queue from inserted) as q
+)
+select input.id
+  from input
+ cross join notified
+ order by input.n;
+
+-- name: enqueue_one
+-- enqueue_many for a batch of one, the common case inside an application's transaction: the
+-- same writes (job, event, NOTIFY at commit, race-safe idempotency) without expanding a jsonb
+-- array or taking ids from the sequence up front.
+-- Index: jobs_idempotency_idx (queue, idempotency_key) where idempotency_key is not null.
+with inserted as (
+    insert into {schema}.jobs as j
+           (queue, task, args, priority, run_at, idempotency_key, max_attempts)
+    values (%(queue)s::text, %(task)s::text, %(args)s::jsonb, %(priority)s::int,
+            coalesce(%(run_at)s::timestamptz, now()) + make_interval(secs => %(delay_s)s),
+            %(key)s::text, %(max_attempts)s::int)
+        on conflict (queue, idempotency_key) where idempotency_key is not null
+        do update set idempotency_key = excluded.idempotency_key
+ returning j.id, j.queue, (j.xmax = 0) as created
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt)
+    select id, null, 'queued', 0
+      from inserted
+     where created
+),
+notified as (
+    select count(pg_notify(%(channel)s, queue)) as n
+      from inserted
+     where created
+)
+select inserted.id, inserted.created
+  from inserted
+ cross join notified;
+
 -- name: claim
 -- Takes runnable jobs from several queues in one statement, up to a limit per queue, and stamps
 -- each lease from the database clock. The lateral subquery runs once per queue, so each queue's
