@@ -339,12 +339,7 @@ class Worker:
                     failures = 0
                 except DatabaseError as exc:
                     failures += 1
-                    delay = _backoff_s(failures)
-                    logger.warning(
-                        "claim failed; retrying",
-                        extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
-                    )
-                    self._stop.wait(delay)
+                    self._stop.wait(self._retry_delay("claim", exc, failures))
                     continue
             if more:
                 idle_since = None
@@ -464,12 +459,7 @@ class Worker:
                 failures = 0
             except DatabaseError as exc:
                 failures += 1
-                delay = _backoff_s(failures)
-                logger.warning(
-                    "writing results failed; retrying",
-                    extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
-                )
-                self._halt.wait(delay) if not self._halt.is_set() else time.sleep(delay)
+                time.sleep(self._retry_delay("writing results", exc, failures))
 
     def _write_results(
         self, backend: Backend, results: list[tuple[ClaimedJob, Failed | None]]
@@ -666,6 +656,15 @@ class Worker:
             return False
         return True
 
+    def _retry_delay(self, what: str, exc: DatabaseError, failures: int) -> float:
+        """Log a failed database call and return how long to back off before the next try."""
+        delay = _backoff_s(failures)
+        logger.warning(
+            f"{what} failed; retrying",
+            extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
+        )
+        return delay
+
     def _retry_until(self, deadline: float, what: str, fn: Callable[[], T]) -> T:
         """Call `fn`, retrying database errors with backoff; _GaveUp once `deadline` (a
         time.monotonic() value) has passed."""
@@ -675,14 +674,10 @@ class Worker:
                 return fn()
             except DatabaseError as exc:
                 failures += 1
-                delay = min(_backoff_s(failures), deadline - time.monotonic())
-                if delay <= 0:
+                if time.monotonic() >= deadline:
                     raise _GaveUp(what) from exc
-                logger.warning(
-                    f"{what} failed; retrying",
-                    extra={"worker_id": self.id, "error": str(exc), "retry_in_s": delay},
-                )
-                time.sleep(delay)
+                delay = self._retry_delay(what, exc, failures)
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
 
     def _retry_forever(self, what: str, fn: Callable[[], T]) -> T:
         return self._retry_until(math.inf, what, fn)
