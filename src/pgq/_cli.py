@@ -215,9 +215,15 @@ def print_job(record: pgq.JobRecord, console: Console | None = None) -> None:
     if record.last_error:
         console.print(f"  last error: {record.last_error}")
     table = Table("at (UTC)", "transition", "attempt", "worker", "error", box=None)
+    day = None
     for e in record.events:
+        at = e.at.astimezone(UTC)
+        stamp = f"{at:%H:%M:%S.%f}"[:-3]
+        if at.date() != day:  # the date once per day, so rows stay narrow
+            day = at.date()
+            stamp = f"{at:%Y-%m-%d} {stamp}"
         table.add_row(
-            f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3],
+            stamp,
             f"{e.from_state or '∅'} → {e.to_state}",
             str(e.attempt),
             e.worker_id or "",

