@@ -40,7 +40,6 @@ class State(StrEnum):
     """Stopped by an operator. Only an operator's replay moves it on."""
 
 
-TERMINAL: Final = frozenset({State.COMPLETED, State.DEAD, State.CANCELLED})
 RUNNABLE: Final = frozenset({State.QUEUED, State.RETRYING})
 
 # DESIGN.md's state table, as data. The contract suite walks it against both backends.

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -74,7 +74,6 @@ class _Stats:
     dead: int = 0
     discarded: int = 0
     claimed: int = 0
-    by_queue: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:
@@ -151,7 +150,6 @@ class Worker:
         self.tasks: dict[str, Task[..., Any]] = {}
         self.stats = _Stats()
 
-        self._backend: Backend | None = None
         self._owns_backend = False
         self._stop = threading.Event()  # no more claims
         self._halt = threading.Event()  # helper threads exit
@@ -208,7 +206,7 @@ class Worker:
         return self._target
 
     def _serve(self, *, burst: float | None) -> None:
-        self._backend = backend = self._open()
+        backend = self._open()
         self._task_max_attempts = {
             name: t.max_attempts for name, t in self.tasks.items() if t.max_attempts is not None
         }
@@ -313,7 +311,6 @@ class Worker:
 
     def _claim_loop(self, backend: Backend, burst: float | None) -> None:
         refreshed_at = -math.inf
-        idle_since: float | None = None
         failures = 0
         while not self._stop.is_set():
             self._wake.clear()
@@ -342,11 +339,8 @@ class Worker:
                     self._stop.wait(self._retry_delay("claim", exc, failures))
                     continue
             if more:
-                idle_since = None
                 continue
-            if burst is not None and in_flight == 0 and not more:
-                if idle_since is None:
-                    idle_since = time.monotonic()
+            if burst is not None and in_flight == 0:
                 wait_s = self._burst_wait(backend, burst)
                 if wait_s is None:
                     return

@@ -26,6 +26,7 @@ from pgq._domain import (
     RetryIn,
     State,
     after_lease_expired,
+    can_move,
 )
 from pgq._errors import InvalidTransition, JobNotFound
 from pgq._records import ClaimedJob, Enqueued, JobEvent, JobRecord, NewJob
@@ -115,7 +116,7 @@ class InMemoryBackend:
     def _move(
         self, row: _Row, to: State, *, worker_id: str | None = None, error: str | None = None
     ) -> None:
-        if not to in TRANSITIONS[row.state]:  # noqa: E713 - reads as the rule it checks
+        if not can_move(row.state, to):
             raise AssertionError(f"in-memory backend broke the state table: {row.state} -> {to}")
         before = row.state
         row.state = to
