@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from pgq._errors import Fail, Retry
 
@@ -65,9 +65,11 @@ def can_move(from_state: State, to_state: State) -> bool:
     return to_state in TRANSITIONS[from_state]
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """The fencing token of one attempt: every write to a running job must present it."""
+class Lease(NamedTuple):
+    """The fencing token of one attempt: every write to a running job must present it.
+
+    A NamedTuple: the worker builds and hashes one per job on its hot path.
+    """
 
     job_id: int
     attempt: int

@@ -53,9 +53,11 @@ class NewJob(NamedTuple):
     max_attempts: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedJob:
-    """A job a worker holds under a lease. `args` is whatever the row holds (checked before use)."""
+class ClaimedJob(NamedTuple):
+    """A job a worker holds under a lease. `args` is whatever the row holds (checked before use).
+
+    A NamedTuple: a claim builds up to a hundred at a time from the row tuples.
+    """
 
     id: int
     queue: str
@@ -64,11 +66,10 @@ class ClaimedJob:
     attempt: int
     max_attempts: int | None
     worker_id: str
-    lease: Lease = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        # Built once: the worker keys its slots by lease many times per job.
-        object.__setattr__(self, "lease", Lease(self.id, self.attempt, self.worker_id))
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.attempt, self.worker_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,7 +257,7 @@ class PostgresBackend:
                 "task_max_attempts": list((max_attempts or {}).values()),
             },
         )
-        return [ClaimedJob(*row) for row in rows]
+        return list(map(ClaimedJob._make, rows))
 
     def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:
         held: set[Lease] = set()
