@@ -125,3 +125,30 @@ def test_notify_wakes_listeners_at_commit_not_before(pg_schema: PgSchema) -> Non
 def test_missing_schema_says_to_migrate(pg_dsn: str) -> None:
     with pytest.raises(pgq.DatabaseError, match="pgq migrate"):
         pgq.enqueue(pg_dsn, tasks.noop, schema="pgq_never_migrated")
+
+
+def test_bulk_copy_path_joins_the_transaction_and_notifies_at_commit(pg_schema: PgSchema) -> None:
+    """A large plain batch is written with COPY: still all-or-nothing with the caller's
+    transaction, still one event per job, still a NOTIFY at commit."""
+    specs = [pgq.JobSpec(task=tasks.add, args={"a": i, "b": i}) for i in range(500)]
+    with pg_schema.connect() as conn:
+        conn.rollback()
+        out = pgq.enqueue_many(conn, specs, schema=pg_schema.schema)
+        assert len(out) == 500
+        conn.rollback()
+    assert count_jobs(pg_schema) == 0
+    listener = psycopg.connect(pg_schema.dsn, autocommit=True)
+    try:
+        listener.execute(f'listen "pgq_{pg_schema.schema}"')
+        with pg_schema.connect() as conn, conn.transaction():
+            out = pgq.enqueue_many(conn, specs, schema=pg_schema.schema)
+            assert list(listener.notifies(timeout=0.2)) == []
+        assert [n.payload for n in listener.notifies(timeout=2.0, stop_after=1)] == ["default"]
+    finally:
+        listener.close()
+    assert count_jobs(pg_schema) == 500
+    record = pgq.get_job(pg_schema.dsn, out[321].id, schema=pg_schema.schema)
+    assert record is not None
+    assert (record.args, record.state, record.attempt) == ({"a": 321, "b": 321}, "queued", 0)
+    assert [(e.from_state, e.to_state) for e in record.events] == [(None, "queued")]
+    assert record.run_at == record.created_at

@@ -18,6 +18,10 @@ HELPERS = {
     "check_schema": "check_database, at worker start",
     "enqueue_one": "enqueue_many runs it for a batch of one",
     "enqueue_many_unkeyed": "enqueue_many runs it for a batch without idempotency keys",
+    "copy_job_ids": "enqueue_many's COPY path for large plain batches",
+    "copy_jobs": "enqueue_many's COPY path for large plain batches",
+    "copy_events": "enqueue_many's COPY path for large plain batches",
+    "copy_notify": "enqueue_many's COPY path for large plain batches",
 }
 
 

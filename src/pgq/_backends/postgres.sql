@@ -97,6 +97,27 @@ select input.id
  cross join notified
  order by input.n;
 
+-- name: copy_job_ids
+-- The bulk path (a large batch with no idempotency key, delay or run_at): ids for the batch,
+-- taken up front so the rows can be written with COPY and handed back in input order.
+select nextval('{schema}.jobs_id_seq'::regclass)
+  from generate_series(1, %(n)s);
+
+-- name: copy_jobs
+-- The bulk path's job rows. COPY skips the per-row expression work of INSERT ... SELECT (about
+-- 3x faster here); state, attempt, run_at and created_at take their defaults, so run_at is the
+-- database's now(). Runs in the same transaction as copy_events and copy_notify.
+copy {schema}.jobs (id, queue, task, args, priority, max_attempts) from stdin;
+
+-- name: copy_events
+-- The bulk path's enqueue events (from_state null -> queued, attempt 0, at now()).
+copy {schema}.job_events (job_id, to_state, attempt) from stdin;
+
+-- name: copy_notify
+-- The bulk path's wake-up: one NOTIFY per queue in the batch, delivered at commit.
+select count(pg_notify(%(channel)s, q.queue))
+  from unnest(%(queues)s::text[]) as q (queue);
+
 -- name: enqueue_one
 -- enqueue_many for a batch of one, the common case inside an application's transaction: the
 -- same writes (job, event, NOTIFY at commit, race-safe idempotency) without expanding a jsonb
