@@ -98,6 +98,10 @@ class Worker:
         schema: the schema pgq's tables live in; default "pgq".
         connect_timeout: seconds to wait for the database at start; default 10.
 
+    Raises:
+        ConfigError: an option out of range. TaskNotFound: a task module that does not import
+        or defines no task (both at construction, before any connection is made).
+
     Example:
         >>> worker = pgq.Worker("postgresql:///app", tasks=["myapp.tasks"])  # doctest: +SKIP
         >>> worker.run()  # until SIGTERM / SIGINT  # doctest: +SKIP
@@ -136,7 +140,6 @@ class Worker:
         if queues is not None and not queues:
             raise ConfigError("queues must name at least one queue, or be None for every queue")
         self._target = target
-        self._task_specs = list(tasks)
         self.queues = list(queues) if queues is not None else None
         self.concurrency = concurrency
         self.lease_s = float(lease)
@@ -147,7 +150,8 @@ class Worker:
         self.schema = schema
         self.connect_timeout_s = float(connect_timeout)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.tasks: dict[str, Task[..., Any]] = {}
+        # Imported now, so a module that does not import fails here, before any connection.
+        self.tasks: dict[str, Task[..., Any]] = resolve_tasks(list(tasks))
         self.stats = _Stats()
 
         self._owns_backend = False
@@ -194,7 +198,6 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def _open(self) -> Backend:
-        self.tasks = resolve_tasks(self._task_specs)
         if isinstance(self._target, str):
             from pgq._backends.postgres import PostgresBackend, check_database
 
