@@ -463,13 +463,14 @@ class Worker:
     ) -> None:
         # Failures first: when a timed-out attempt's failure and its body's late success meet
         # in one batch, the failure stands and the late success is fenced off (discarded).
+        leases = [job.lease for job, _ in results]  # built once per job, used three times below
         lost: list[Lease] = []
         failed_written = dead = 0
-        for job, failed in results:
+        for (job, failed), lease in zip(results, leases, strict=True):
             if failed is None:
                 continue
-            if not backend.fail(job.lease, failed.outcome, error=failed.error):
-                lost.append(job.lease)
+            if not backend.fail(lease, failed.outcome, error=failed.error):
+                lost.append(lease)
                 continue
             failed_written += 1
             if isinstance(failed.outcome, GiveUp):
@@ -484,7 +485,9 @@ class Worker:
                         "error": failed.outcome.reason,
                     },
                 )
-        successes = [job.lease for job, failed in results if failed is None]
+        successes = [
+            lease for (_, failed), lease in zip(results, leases, strict=True) if not failed
+        ]
         held = backend.complete_many(successes) if successes else set()
         lost.extend(lease for lease in successes if lease not in held)
         for lease in lost:
@@ -493,8 +496,8 @@ class Worker:
                 extra={"job_id": lease.job_id, "attempt": lease.attempt, "worker_id": self.id},
             )
         with self._lock:
-            for job, _ in results:
-                self._slots.pop(job.lease, None)
+            for lease in leases:
+                self._slots.pop(lease, None)
             self.stats.completed += len(held)
             self.stats.failed += failed_written
             self.stats.dead += dead

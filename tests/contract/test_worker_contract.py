@@ -152,19 +152,29 @@ def test_worker_without_queues_serves_every_queue(harness: Harness) -> None:
     assert {harness.get(i).state for i in ids} == {"completed"}
 
 
+def start_and_wait_until_running(
+    h: Harness, job_id: int, **worker_kw: object
+) -> tuple[pgq.Worker, threading.Thread]:
+    """Start a worker on a thread and return once `job_id` is running (plus a moment)."""
+    worker = h.worker(**worker_kw)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while h.get(job_id).state != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    return worker, thread
+
+
 def test_stop_releases_unstarted_jobs_and_finishes_running_ones(harness: Harness) -> None:
     import tempfile
 
     marker = tempfile.mkdtemp()
     running = harness.enqueue(tasks.sleep_and_record, {"seconds": 0.5, "marker_dir": marker})
     waiting = [harness.enqueue(tasks.noop, priority=1).id for _ in range(3)]
-    worker = harness.worker(concurrency=1, prefetch=3, grace=5.0)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while harness.get(running.id).state != "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
+    worker, thread = start_and_wait_until_running(
+        harness, running.id, concurrency=1, prefetch=3, grace=5.0
+    )
     worker.stop()
     thread.join(10)
     assert not thread.is_alive()
@@ -181,13 +191,7 @@ def test_grace_period_over_fails_the_attempt_with_the_reason(harness: Harness) -
     job = harness.enqueue(
         tasks.sleep_and_record, {"seconds": 3.0, "marker_dir": tempfile.mkdtemp()}
     )
-    worker = harness.worker(concurrency=1, grace=0.2)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while harness.get(job.id).state != "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
+    worker, thread = start_and_wait_until_running(harness, job.id, concurrency=1, grace=0.2)
     worker.stop()
     thread.join(5)
     assert not thread.is_alive()
