@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, NamedTuple
 
@@ -173,6 +174,83 @@ def after_lease_expired(*, attempt: int, max_attempts: int) -> State:
     <State.DEAD: 'dead'>
     """
     return State.DEAD if attempt >= max_attempts else State.RETRYING
+
+
+class CircuitState(StrEnum):
+    """A queue's circuit breaker, shared by every worker through the database."""
+
+    CLOSED = "closed"
+    """Jobs run; counted failures within the window are remembered."""
+    OPEN = "open"
+    """No worker claims from the queue until the cooldown has passed."""
+    HALF_OPEN = "half_open"
+    """At most `probes` jobs run at once; a success closes the circuit, a failure reopens it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitView:
+    """A circuit as stored: its state, since when, the times of its recent counted failures."""
+
+    state: CircuitState
+    since: datetime
+    recent: tuple[datetime, ...] = ()
+    reason: str | None = None
+
+
+def circuit_at(view: CircuitView, now: datetime, *, cooldown_s: float) -> CircuitState:
+    """The state that holds at `now`: an open circuit is half-open once its cooldown passed.
+
+    The claim statement makes the same test in SQL (kept in step by the contract suite).
+    """
+    if view.state is CircuitState.OPEN and now >= view.since + timedelta(seconds=cooldown_s):
+        return CircuitState.HALF_OPEN
+    return view.state
+
+
+def circuit_after_failures(
+    view: CircuitView,
+    *,
+    now: datetime,
+    count: int,
+    failures: int,
+    window_s: float,
+    cooldown_s: float,
+    error: str,
+) -> CircuitView:
+    """The circuit after `count` counted failures at `now`: `failures` of them within
+    `window_s` seconds open a closed circuit; any failure reopens a half-open one.
+
+    >>> t = datetime(2026, 1, 1)
+    >>> v = CircuitView(CircuitState.CLOSED, t)
+    >>> v = circuit_after_failures(v, now=t, count=2, failures=3, window_s=10, cooldown_s=5,
+    ...                            error="boom")
+    >>> v.state, len(v.recent)
+    (<CircuitState.CLOSED: 'closed'>, 2)
+    >>> later = t + timedelta(seconds=11)   # the first two fell out of the window
+    >>> circuit_after_failures(v, now=later, count=1, failures=3, window_s=10, cooldown_s=5,
+    ...                        error="boom").state
+    <CircuitState.CLOSED: 'closed'>
+    >>> circuit_after_failures(v, now=t, count=1, failures=3, window_s=10, cooldown_s=5,
+    ...                        error="boom").reason
+    '3 failures within 10s; last: boom'
+    """
+    state = circuit_at(view, now, cooldown_s=cooldown_s)
+    cutoff = now - timedelta(seconds=window_s)
+    recent = (*(t for t in view.recent if t > cutoff), *([now] * min(count, failures)))
+    recent = recent[-failures:]
+    if state is CircuitState.HALF_OPEN:
+        return CircuitView(CircuitState.OPEN, now, recent, f"probe failed: {error}")
+    if state is CircuitState.CLOSED and len(recent) >= failures:
+        reason = f"{len(recent)} failures within {window_s:g}s; last: {error}"
+        return CircuitView(CircuitState.OPEN, now, recent, reason)
+    return replace(view, state=state, recent=recent)
+
+
+def circuit_after_success(view: CircuitView, now: datetime, *, cooldown_s: float) -> CircuitView:
+    """A probe succeeded: a half-open circuit closes; any other state stays as it is."""
+    if circuit_at(view, now, cooldown_s=cooldown_s) is CircuitState.HALF_OPEN:
+        return CircuitView(CircuitState.CLOSED, now, (), "a probe succeeded")
+    return view
 
 
 def check_queue_name(queue: object) -> str:

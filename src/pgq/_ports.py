@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from pgq._domain import Lease, Outcome
-from pgq._records import ClaimedJob, Enqueued, JobRecord, NewJob
+from pgq._policy import Queue
+from pgq._records import ClaimedJob, Enqueued, JobRecord, NewJob, QueueInfo
 
 
 class Listener(Protocol):
@@ -43,8 +44,16 @@ class Backend(Protocol):
         wants: Sequence[tuple[str, int]],
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
+        guarded: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         """Claim up to n runnable jobs of each (queue, n), under leases of `lease_s` seconds.
+
+        Each queue's policy row limits what it gives: nothing while paused or while its circuit
+        is open; no more than its concurrency cap, its rate limit, or (half-open) its probes
+        allow. A queue with a cap, a rate or a circuit gives jobs only when it is among
+        `guarded`, whose policy rows the claim locks first, so that concurrent claims count
+        each other's jobs exactly; the worker names the queues whose policies it knows to need
+        that.
 
         `max_attempts` maps task names to their own setting: a job enqueued without one gets
         its task's stamped at claim, so the reaper (which knows no tasks) applies it too.
@@ -67,8 +76,52 @@ class Backend(Protocol):
         """Hand back claimed jobs that never started: to `queued`, the attempt not counted."""
         ...
 
-    def reap_expired(self, *, limit: int, default_max_attempts: int) -> int:
-        """Take back running jobs whose lease expired; return how many."""
+    def reap_expired(self, *, limit: int, default_max_attempts: int) -> dict[str, int]:
+        """Take back running jobs whose lease expired; return how many, per queue. A queue's
+        policy max_attempts applies to jobs that carry none of their own."""
+        ...
+
+    # -- queue policies ----------------------------------------------------------------------
+
+    def write_policies(
+        self, policies: Sequence[Queue], *, worker_id: str, live_only: bool = False
+    ) -> None:
+        """Store queue policies (all their settings, or with `live_only` just the ones a reload
+        applies). `paused` is written only when it is not None."""
+        ...
+
+    def read_policies(self) -> dict[str, Queue]:
+        """Every stored queue policy, by queue name."""
+        ...
+
+    def set_paused(self, queue: str, paused: bool, *, by: str) -> bool:
+        """Pause or resume a queue (creating its policy row if needed); False if unchanged."""
+        ...
+
+    def record_circuit_failures(
+        self, queue: str, *, count: int, error: str, worker_id: str
+    ) -> str | None:
+        """Count failures toward the queue's circuit; the new state if it changed."""
+        ...
+
+    def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
+        """A half-open circuit's probe succeeded: close it; False if it was not half-open."""
+        ...
+
+    def advance_circuits(self) -> int:
+        """Record open circuits whose cooldown passed as half-open; return how many."""
+        ...
+
+    def prune_finished(self, *, limit: int) -> int:
+        """Delete up to `limit` finished jobs (and their events) past their queue's retention."""
+        ...
+
+    def list_queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or a policy, by name."""
+        ...
+
+    def report_restart_required(self, worker_id: str, changes: Sequence[str]) -> None:
+        """Record what a worker refused to apply from a reloaded config (empty: nothing)."""
         ...
 
     def get_job(self, job_id: int) -> JobRecord | None: ...

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pgq._domain import Lease
 
 if TYPE_CHECKING:
+    from pgq._policy import Queue
     from pgq._tasks import Task
 
 
@@ -66,6 +67,7 @@ class ClaimedJob(NamedTuple):
     attempt: int
     max_attempts: int | None
     worker_id: str
+    probe: bool = False  # claimed while its queue's circuit was half-open
 
     @property
     def lease(self) -> Lease:
@@ -120,3 +122,40 @@ class Context:
     task: str
     worker_id: str
     max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """A change to a queue: a circuit transition, a pause or resume, or a policy write."""
+
+    kind: str  # "circuit", "paused", "resumed" or "policy"
+    at: datetime
+    from_state: str | None = None
+    to_state: str | None = None
+    reason: str | None = None
+    worker_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue as `pgq queues` shows it (`pgq.list_queues`).
+
+    `counts` maps each job state to how many jobs of the queue are in it; `policy` is what the
+    workers wrote for it (None when no worker declared a policy); `restart_required` lists what
+    live workers refused to apply from a reloaded config until they restart.
+    """
+
+    name: str
+    counts: dict[str, int]
+    policy: Queue | None
+    paused: bool
+    circuit_state: str
+    circuit_since: datetime | None
+    circuit_reason: str | None
+    oldest_runnable_age_s: float | None
+    restart_required: list[str] = field(default_factory=list)
+    events: list[QueueEvent] = field(default_factory=list)  # the latest, newest first
+
+    @property
+    def running(self) -> int:
+        return self.counts.get("running", 0)

@@ -20,6 +20,7 @@ from pgq._domain import (
     after_failure,
     describe_error,
 )
+from pgq._policy import Queue
 from pgq._records import ClaimedJob, Context
 from pgq._tasks import Task
 
@@ -32,34 +33,66 @@ class UnknownTask(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """An attempt that failed: the error text kept, and what it leads to."""
+    """An attempt that failed: the error text kept, what it leads to, and the exception's class
+    when the failure may count toward the queue's circuit (None: an unknown task, an
+    undecodable payload or a shutdown, which say nothing about the downstream)."""
 
     error: str
     outcome: Outcome
+    kind: type[BaseException] | None = None
 
 
-def effective_max_attempts(job: ClaimedJob, task: Task[..., Any] | None) -> int:
-    """What the job was enqueued with, then the task's own setting, then the default."""
+def effective_max_attempts(
+    job: ClaimedJob, task: Task[..., Any] | None, policy: Queue | None = None
+) -> int:
+    """What the job was enqueued with, then the task's own setting, then its queue's, then the
+    default."""
     if job.max_attempts is not None:
         return job.max_attempts
     if task is not None and task.max_attempts is not None:
         return task.max_attempts
+    if policy is not None and policy.max_attempts is not None:
+        return policy.max_attempts
     return DEFAULT_MAX_ATTEMPTS
 
 
-def judge(job: ClaimedJob, task: Task[..., Any] | None, error: BaseException) -> Failed:
-    """The outcome of a failed attempt, under the job's and task's retry settings."""
+def judge(
+    job: ClaimedJob,
+    task: Task[..., Any] | None,
+    error: BaseException,
+    policy: Queue | None = None,
+    *,
+    counts: bool = True,
+) -> Failed:
+    """The outcome of a failed attempt, under the job's, task's and queue's retry settings."""
+    backoff = DEFAULT_BACKOFF
+    if task is not None and task.backoff:
+        backoff = task.backoff
+    elif policy is not None and policy.backoff is not None:
+        backoff = policy.backoff
     outcome = after_failure(
         attempt=job.attempt,
-        max_attempts=effective_max_attempts(job, task),
-        backoff=(task.backoff if task is not None and task.backoff else DEFAULT_BACKOFF),
+        max_attempts=effective_max_attempts(job, task, policy),
+        backoff=backoff,
         error=error,
     )
-    return Failed(describe_error(error), outcome)
+    return Failed(describe_error(error), outcome, type(error) if counts else None)
+
+
+def counts_for_circuit(failed: Failed, policy: Queue | None) -> bool:
+    """Whether a failed attempt counts toward its queue's circuit breaker."""
+    return (
+        policy is not None
+        and policy.circuit is not None
+        and failed.kind is not None
+        and policy.circuit.counts(failed.kind)
+    )
 
 
 def prepare(
-    job: ClaimedJob, tasks: Mapping[str, Task[..., Any]]
+    job: ClaimedJob,
+    tasks: Mapping[str, Task[..., Any]],
+    policies: Mapping[str, Queue] | None = None,
 ) -> tuple[Task[..., Any], dict[str, Any]] | Failed:
     """The task and keyword arguments for an attempt, or why it cannot run."""
     task = tasks.get(job.task)
@@ -71,6 +104,8 @@ def prepare(
                 f"unknown task {job.task!r}: this worker does not know it "
                 "(is its module among the worker's task modules?)"
             ),
+            policies.get(job.queue) if policies else None,
+            counts=False,
         )
     problem = task.args_problem(job.args)
     if problem is not None:
@@ -84,7 +119,9 @@ def prepare(
             queue=job.queue,
             task=job.task,
             worker_id=job.worker_id,
-            max_attempts=effective_max_attempts(job, task),
+            max_attempts=effective_max_attempts(
+                job, task, policies.get(job.queue) if policies else None
+            ),
         )
     return task, kwargs
 
@@ -97,14 +134,16 @@ def call(task: Task[..., Any], kwargs: dict[str, Any]) -> None:
         task.fn(**kwargs)
 
 
-def run_attempt(job: ClaimedJob, tasks: Mapping[str, Task[..., Any]]) -> Failed | None:
+def run_attempt(
+    job: ClaimedJob, tasks: Mapping[str, Task[..., Any]], policies: Mapping[str, Queue]
+) -> Failed | None:
     """Run one attempt to its end in this thread; None on success."""
-    prepared = prepare(job, tasks)
+    prepared = prepare(job, tasks, policies)
     if isinstance(prepared, Failed):
         return prepared
     task, kwargs = prepared
     try:
         call(task, kwargs)
     except Exception as exc:
-        return judge(job, task, exc)
+        return judge(job, task, exc, policies.get(job.queue))
     return None

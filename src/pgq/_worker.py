@@ -5,8 +5,15 @@ Threads, each named:
 - `pgq-task-N` (concurrency of them) run task bodies, fed through a SimpleQueue (a Future per
   job cost more GIL time than the database round trips, see PERFORMANCE.md);
 - `pgq-flusher` writes finished jobs: all completions gathered so far in one statement;
-- `pgq-maintenance` extends leases every lease/3, runs the reaper, enforces task timeouts;
+- `pgq-maintenance` extends leases every lease/3, runs the reaper, enforces task timeouts,
+  refreshes the queue policies it reads from the database, records circuits whose cooldown
+  passed, prunes finished jobs past their retention, and reloads the config file;
 - `pgq-listener` waits on LISTEN and wakes the claim loop; polling is the fallback.
+
+Fairness between queues: each claim asks every queue it serves for a share of the free slots
+(a queue that filled its last share splits the free slots with the others that did; the rest
+ask for one), and jobs from queues without a backlog skip ahead of a backlogged queue's jobs
+waiting for a thread (the express lane), so a flood in one queue does not delay another's.
 
 A slot is held from claim until the job's result is written, so `running` rows stay bounded by
 `concurrency + prefetch`. Every database call in a loop that fails logs a warning, backs off and
@@ -16,7 +23,9 @@ taken back by a reaper, and this worker's late write is then discarded by the fe
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -29,8 +38,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pgq._domain import (
     DEFAULT_MAX_ATTEMPTS,
@@ -40,9 +50,17 @@ from pgq._domain import (
     check_schema_name,
 )
 from pgq._errors import ConfigError, DatabaseError
+from pgq._policy import (
+    Queue,
+    live_update,
+    load_config,
+    merge_queues,
+    rate_bucket_s,
+    restart_required,
+)
 from pgq._ports import Backend, Listener
 from pgq._records import ClaimedJob
-from pgq._runner import Failed, judge, prepare
+from pgq._runner import Failed, counts_for_circuit, judge, prepare
 from pgq._runner import call as call_task
 from pgq._tasks import Task, resolve_tasks
 
@@ -55,12 +73,19 @@ _MAX_CLAIM = 100  # rows per claim statement: PERFORMANCE.md found the plateau a
 _MAX_PREFETCH = 400
 _MAX_FLUSH = 500  # results per write: the fenced statements look attempts up by position
 _BUFFER_S = 0.05
+_POLICY_EVERY_S = 1.0  # policy cache refresh, circuit cooldowns, config file check
+_PRUNE_EVERY_S = 10.0
+_PRUNE_BATCH = 500
+_PRUNE_ROUNDS = 20  # batches per prune run at most, so the maintenance thread moves on
+# In _todo: "a job waits in the express lane" (compared by identity).
+_EXPRESS: Final = ClaimedJob(0, "", "", None, 0, None, "")
 
 
 @dataclass(slots=True)
 class _Slot:
     job: ClaimedJob
     task: Task[..., Any] | None = None
+    timeout_s: float | None = None
     started_at: float | None = None  # time.monotonic() when its body started
     timed_out: bool = False
     lost: bool = False
@@ -83,7 +108,8 @@ class Worker:
         target: a DSN string, or a backend such as `pgq.testing.InMemoryBackend()`.
         tasks: modules (dotted names) whose `@pgq.task` functions this worker runs, or task
             objects. A job whose task is not among them fails its attempt, naming the task.
-        queues: the queues to serve; default None serves every queue.
+        queues: the queues to serve, as names or `pgq.Queue` policies; default None serves every
+            queue (or, with `config`, the queues of the file).
         concurrency: task threads; default 10.
         lease: seconds a claim is held before the reaper may take it back; extended every
             lease/3 while the job runs; default 30.
@@ -97,9 +123,16 @@ class Worker:
             workers). An integer fixes it.
         schema: the schema pgq's tables live in; default "pgq".
         connect_timeout: seconds to wait for the database at start; default 10.
+        config: a `pgq.toml` with one `[queues.NAME]` table per queue (a queue in both the file
+            and `queues` takes the file's table). Checked every second while the worker
+            runs: max_attempts, backoff, rate, retention and paused apply at once; a change to
+            concurrency, timeout, circuit or the set of queues is logged and reported by
+            `pgq queues` as "restart required" and not applied; a file that does not validate
+            changes nothing (the worker keeps its last good config and logs why).
 
     Raises:
-        ConfigError: an option out of range. TaskNotFound: a task module that does not import
+        ConfigError: an option out of range, or a config file that does not validate (naming
+        the key). TaskNotFound: a task module that does not import
         or defines no task (both at construction, before any connection is made).
 
     Example:
@@ -112,7 +145,7 @@ class Worker:
         target: str | Backend,
         *,
         tasks: Iterable[str | Task[..., Any]] = (),
-        queues: Sequence[str] | None = None,
+        queues: Sequence[str | Queue] | None = None,
         concurrency: int = 10,
         lease: float = 30.0,
         grace: float = 30.0,
@@ -121,6 +154,7 @@ class Worker:
         prefetch: int | None = None,
         schema: str = "pgq",
         connect_timeout: float = 10.0,
+        config: str | os.PathLike[str] | None = None,
     ) -> None:
         _positive("concurrency", concurrency, integer=True)
         _positive("lease", lease)
@@ -131,16 +165,27 @@ class Worker:
             raise ConfigError(f"grace must be >= 0 seconds, got {grace!r}")
         if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 0):
             raise ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+        self._config_path = Path(config) if config is not None else None
+        self._declared = list(queues) if queues is not None else None
         try:
             check_schema_name(schema)
-            if queues is not None:
-                queues = [check_queue_name(q) for q in queues]
+            for q in self._declared or ():
+                if not isinstance(q, Queue):
+                    check_queue_name(q)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if queues is not None and not queues:
+        if self._declared is not None and not self._declared:
             raise ConfigError("queues must name at least one queue, or be None for every queue")
+        from_file = None
+        self._config_mtime: float | None = None
+        if self._config_path is not None:
+            self._config_mtime = _mtime(self._config_path)
+            from_file = load_config(self._config_path)
+        names, owned = merge_queues(self._declared, from_file)
         self._target = target
-        self.queues = list(queues) if queues is not None else None
+        self.queues = names
+        # The policies this worker declares (writes at start, and its live settings on reload).
+        self.policies: dict[str, Queue] = owned
         self.concurrency = concurrency
         self.lease_s = float(lease)
         self.grace_s = float(grace)
@@ -175,6 +220,14 @@ class Worker:
         self._signals = 0
         self._task_max_attempts: dict[str, int] = {}
         self._avg_job_s = 1.0  # moving average of task body durations, for adaptive prefetch
+        # Every queue's stored policy, refreshed each second by the maintenance thread (read
+        # whole: an assignment swaps it). Retry settings and circuits follow these rows.
+        self._stored: dict[str, Queue] = {}
+        self._guarded: frozenset[str] = frozenset()  # queues with a cap, a rate or a circuit
+        self._timeouts: dict[str, float] = {}  # queue timeouts, fixed at start (restart-only)
+        self._rate_hot_until = 0.0  # time.monotonic(): a rated queue gave jobs lately
+        self._rate_poll_s = math.inf  # idle wait while a rated queue is hot
+        self._express: collections.deque[ClaimedJob] = collections.deque()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -234,6 +287,17 @@ class Worker:
                     "tasks": sorted(self.tasks),
                 },
             )
+            if self.policies:
+                self._retry_forever(
+                    "write queue policies",
+                    lambda: backend.write_policies(list(self.policies.values()), worker_id=self.id),
+                )
+            self._retry_forever("read queue policies", lambda: self._refresh_policies(backend))
+            self._timeouts = {
+                name: p.timeout
+                for name, p in (self._stored | self.policies).items()
+                if p.timeout is not None
+            }
             self._start_threads(backend)
             self._claim_loop(backend, burst)
             self._shutdown(backend)
@@ -349,7 +413,10 @@ class Worker:
                     return
                 self._wake.wait(min(wait_s, self.poll_interval_s))
                 continue
-            self._wake.wait(self.poll_interval_s)
+            idle_s = self.poll_interval_s
+            if time.monotonic() < self._rate_hot_until:
+                idle_s = min(idle_s, self._rate_poll_s)  # a rate window may reopen sooner
+            self._wake.wait(idle_s)
 
     def _burst_wait(self, backend: Backend, max_wait: float) -> float | None:
         """In burst mode, how long to wait for the next due job; None to stop now."""
@@ -381,39 +448,73 @@ class Worker:
         else:
             share = max(1, math.ceil(free / n))
             wants = [(q, share) for q in ordered]
+        guarded = self._guarded
         jobs = backend.claim(
             worker_id=self.id,
             wants=wants,
             lease_s=self.lease_s,
             max_attempts=self._task_max_attempts,
+            guarded=[q for q in ordered if q in guarded] if guarded else (),
         )
         got: dict[str, int] = {}
         for job in jobs:
             got[job.queue] = got.get(job.queue, 0) + 1
         self._busy = {q for q, want in wants if got.get(q, 0) >= want}
         if jobs:
+            tasks, timeouts = self.tasks, self._timeouts
             with self._lock:
                 for job in jobs:
-                    self._slots[job.lease] = _Slot(job, task=self.tasks.get(job.task))
+                    task = tasks.get(job.task)
+                    timeout_s = task.timeout if task is not None else None
+                    self._slots[job.lease] = _Slot(
+                        job, task=task, timeout_s=timeout_s or timeouts.get(job.queue)
+                    )
                 self.stats.claimed += len(jobs)
-            for job in jobs:
-                self._todo.put(job)
+            if len(got) == 1 and self._busy:
+                for job in jobs:  # one backlogged queue: the plain lane, in claim order
+                    self._todo.put(job)
+            else:
+                self._dispatch(jobs, got, dict(wants))
+            if self._rate_poll_s < math.inf and any(
+                (p := self._stored.get(q)) is not None and p.rate is not None for q in got
+            ):
+                self._rate_hot_until = time.monotonic() + self._rate_poll_s * 25
         return bool(self._busy)
+
+    def _dispatch(self, jobs: list[ClaimedJob], got: dict[str, int], wants: dict[str, int]) -> None:
+        """Hand jobs to the task threads: those of queues that gave less than their share (no
+        backlog) go through the express lane, ahead of backlogged queues' jobs already
+        waiting, so that a flood in one queue does not delay another's."""
+        express = self._express
+        for job in jobs:
+            n = got[job.queue]
+            if n < wants[job.queue] or n == 1:
+                express.append(job)
+                self._todo.put(_EXPRESS)  # wakes an idle thread; busy ones look first anyway
+            else:
+                self._todo.put(job)
 
     # -- running ---------------------------------------------------------------------------
 
     def _task_loop(self) -> None:
+        express = self._express
         while True:
-            job = self._todo.get()
-            if job is None:
-                return
+            try:
+                job = express.popleft()
+            except IndexError:
+                item = self._todo.get()
+                if item is None:
+                    return
+                if item is _EXPRESS:
+                    continue
+                job = item
             lease = job.lease
             with self._lock:
                 slot = self._slots.get(lease)
                 if slot is None or slot.lost or self._halt.is_set():
                     continue
                 slot.started_at = time.monotonic()
-            prepared = prepare(job, self.tasks)
+            prepared = prepare(job, self.tasks, self._stored)
             if isinstance(prepared, Failed):
                 self._done.put((job, prepared))
                 continue
@@ -423,7 +524,7 @@ class Worker:
                 call_task(task, kwargs)
                 result: Failed | None = None
             except Exception as exc:
-                result = judge(job, task, exc)
+                result = judge(job, task, exc, self._stored.get(job.queue))
             # Unlocked read-modify-write: a lost update only blurs an average.
             self._avg_job_s += 0.05 * ((time.monotonic() - started) - self._avg_job_s)
             with self._lock:
@@ -490,6 +591,7 @@ class Worker:
         ]
         held = backend.complete_many(successes) if successes else set()
         lost.extend(lease for lease in successes if lease not in held)
+        self._feed_circuits(backend, results, held)
         for lease in lost:
             logger.warning(
                 "late result discarded",
@@ -504,12 +606,50 @@ class Worker:
             self.stats.discarded += len(lost)
         self._wake.set()
 
+    def _feed_circuits(
+        self,
+        backend: Backend,
+        results: list[tuple[ClaimedJob, Failed | None]],
+        completed: set[Lease],
+    ) -> None:
+        """Count this batch's failures toward their queues' circuits; close half-open
+        circuits whose probes succeeded. Only queues with a circuit cost a statement."""
+        stored = self._stored
+        failures: dict[str, tuple[int, str]] = {}
+        probes: set[str] = set()
+        for job, failed in results:
+            policy = stored.get(job.queue)
+            if policy is None or policy.circuit is None:
+                continue
+            own = self.policies.get(job.queue)
+            if own is not None and own.circuit is not None:
+                policy = own  # its own `on` (exception classes, not names) decides
+            if failed is None:
+                if job.probe and job.lease in completed:
+                    probes.add(job.queue)
+            elif counts_for_circuit(failed, policy):
+                n, _ = failures.get(job.queue, (0, ""))
+                failures[job.queue] = (n + 1, failed.error)
+        for queue in probes:
+            if backend.record_probe_success(queue, worker_id=self.id):
+                logger.info("circuit closed", extra={"queue": queue, "worker_id": self.id})
+        for queue, (n, error) in failures.items():
+            self._count_failures(backend, queue, n, error)
+
+    def _count_failures(self, backend: Backend, queue: str, n: int, error: str) -> None:
+        moved = backend.record_circuit_failures(queue, count=n, error=error, worker_id=self.id)
+        if moved == "open":
+            logger.warning(
+                "circuit opened", extra={"queue": queue, "worker_id": self.id, "error": error}
+            )
+
     # -- maintenance: heartbeat, reaper, timeouts ----------------------------------------------
 
     def _maintenance_loop(self, backend: Backend) -> None:
         heartbeat_every = self.lease_s / 3
         next_heartbeat = time.monotonic() + heartbeat_every
-        next_reap = time.monotonic()
+        next_reap = next_policy = time.monotonic()
+        next_prune = time.monotonic() + 1.0
         tick = min(0.25, heartbeat_every)
         while not self._halt.wait(tick):
             now = time.monotonic()
@@ -520,6 +660,94 @@ class Worker:
             if now >= next_reap:
                 self._safely("reaper", lambda: self._reap(backend))
                 next_reap = now + self.reaper_interval_s
+            if now >= next_policy:
+                self._reload(backend)
+                self._safely("circuits", lambda: self._advance_circuits(backend))
+                self._safely("policies", lambda: self._refresh_policies(backend))
+                next_policy = now + _POLICY_EVERY_S
+            if now >= next_prune:
+                self._safely("retention", lambda: self._prune(backend))
+                next_prune = time.monotonic() + _PRUNE_EVERY_S
+
+    def _refresh_policies(self, backend: Backend) -> None:
+        stored = backend.read_policies()
+        self._stored = stored
+        self._guarded = frozenset(
+            name
+            for name, p in stored.items()
+            if p.concurrency is not None or p.rate is not None or p.circuit is not None
+        )
+        rated = [
+            rate_bucket_s(p.rate)
+            for name, p in stored.items()
+            if p.rate is not None and (self.queues is None or name in self.queues)
+        ]
+        self._rate_poll_s = max(0.005, min(rated)) if rated else math.inf
+
+    def _advance_circuits(self, backend: Backend) -> None:
+        has_circuits = any(p.circuit is not None for p in self._stored.values())
+        if has_circuits and backend.advance_circuits():
+            logger.info("circuit half-open: sending probes", extra={"worker_id": self.id})
+
+    def _prune(self, backend: Backend) -> None:
+        total = 0
+        for _ in range(_PRUNE_ROUNDS):
+            n = backend.prune_finished(limit=_PRUNE_BATCH)
+            total += n
+            if n == 0 or self._halt.is_set():
+                break
+        if total:
+            logger.info("pruned finished jobs", extra={"worker_id": self.id, "jobs": total})
+
+    def _reload(self, backend: Backend) -> None:
+        """Apply a changed config file's live settings; report what needs a restart."""
+        path = self._config_path
+        if path is None:
+            return
+        mtime = _mtime(path)
+        if mtime == self._config_mtime:
+            return
+        self._config_mtime = mtime
+        try:
+            _, fresh = merge_queues(self._declared, load_config(path))
+        except ConfigError as exc:
+            logger.warning(
+                "config refused; keeping the last good one",
+                extra={"worker_id": self.id, "error": str(exc)},
+            )
+            return
+        old = self.policies
+        changes = restart_required(old, fresh)
+        live: dict[str, Queue] = {}
+        for name in old.keys() & fresh.keys():
+            updated = live_update(old[name], fresh[name])
+            if updated != old[name]:
+                live[name] = updated
+        if live:
+            # `paused` is written only when the file changed it, so that a reload does not
+            # undo a `pgq queues pause/resume` the file says nothing new about.
+            written = [
+                p if p.paused != old[p.name].paused else dataclasses.replace(p, paused=None)
+                for p in live.values()
+            ]
+            applied = self._safely(
+                "write reloaded policies",
+                lambda: backend.write_policies(written, worker_id=self.id, live_only=True),
+            )
+            if not applied:
+                self._config_mtime = None  # try again at the next check
+                return
+            self.policies = {**old, **live}
+            logger.info(
+                "config reloaded",
+                extra={"worker_id": self.id, "queues": sorted(live), "file": str(path)},
+            )
+        for change in changes:
+            logger.warning(f"restart required: {change}", extra={"worker_id": self.id})
+        self._safely(
+            "report restart required",
+            lambda: backend.report_restart_required(self.id, changes),
+        )
 
     def _heartbeat(self, backend: Backend) -> None:
         with self._lock:
@@ -551,27 +779,34 @@ class Worker:
             self._wake.set()
 
     def _reap(self, backend: Backend) -> None:
-        n = backend.reap_expired(limit=_REAP_BATCH, default_max_attempts=DEFAULT_MAX_ATTEMPTS)
-        if n:
-            logger.info("reaper took back expired leases", extra={"worker_id": self.id, "jobs": n})
+        reaped = backend.reap_expired(limit=_REAP_BATCH, default_max_attempts=DEFAULT_MAX_ATTEMPTS)
+        if not reaped:
+            return
+        logger.info(
+            "reaper took back expired leases",
+            extra={"worker_id": self.id, "jobs": sum(reaped.values())},
+        )
+        for queue, n in reaped.items():
+            policy = self._stored.get(queue)
+            if policy is not None and policy.circuit is not None and policy.circuit.counts(None):
+                self._count_failures(backend, queue, n, "lease lost to the reaper")
 
     def _enforce_timeouts(self, now: float) -> None:
         expired: list[tuple[_Slot, float]] = []
         with self._lock:
             for slot in self._slots.values():
-                task = slot.task
                 if (
-                    task is not None
-                    and task.timeout is not None
+                    slot.timeout_s is not None
                     and slot.started_at is not None
                     and not slot.timed_out
-                    and now - slot.started_at > task.timeout
+                    and now - slot.started_at > slot.timeout_s
                 ):
                     slot.timed_out = True
-                    expired.append((slot, task.timeout))
+                    expired.append((slot, slot.timeout_s))
         for slot, timeout_s in expired:
             error = TimeoutError(f"task {slot.job.task} ran past its timeout of {timeout_s}s")
-            self._done.put((slot.job, judge(slot.job, slot.task, error)))
+            policy = self._stored.get(slot.job.queue)
+            self._done.put((slot.job, judge(slot.job, slot.task, error, policy)))
             self._spawn_task_thread()  # the stuck thread keeps running; keep concurrency whole
 
     def _listen_loop(self, backend: Backend) -> None:
@@ -633,7 +868,8 @@ class Worker:
                 f"worker {self.id} shut down after a grace period of {self.grace_s}s "
                 "while the job was still running"
             )
-            self._done.put((slot.job, judge(slot.job, slot.task, error)))
+            policy = self._stored.get(slot.job.queue)
+            self._done.put((slot.job, judge(slot.job, slot.task, error, policy, counts=False)))
         for _ in range(self.concurrency):
             self._todo.put(None)
         # 4. Let the flusher write everything, then stop it.
@@ -690,6 +926,13 @@ class _GaveUp(Exception):
 def _backoff_s(failures: int) -> float:
     """Reconnect pacing: 0.1 s doubling to 10 s."""
     return float(min(10.0, 0.1 * 2.0 ** min(failures - 1, 10)))
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _positive(name: str, value: object, *, integer: bool = False) -> None:

@@ -229,7 +229,7 @@ def test_extend_leases_returns_only_leases_still_held(harness: Harness) -> None:
     harness.enqueue(tasks.noop)
     c1, c2 = claim(harness)
     harness.expire_lease(a.id)
-    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == 1
+    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == {"default": 1}
     held = harness.backend.extend_leases([c1.lease, c2.lease], lease_s=30.0)
     assert held == {c for c in (c1.lease, c2.lease) if c.job_id != a.id}
     forged = Lease(c2.id, c2.attempt, "someone-else")
@@ -240,7 +240,7 @@ def test_reaper_retries_then_dead_letters_and_names_the_worker(harness: Harness)
     job = harness.enqueue(tasks.noop, max_attempts=2)
     claim(harness, worker="w-gone")
     harness.expire_lease(job.id)
-    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == 1
+    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == {"default": 1}
     record = harness.get(job.id)
     assert record.state == "retrying"
     assert record.last_error is not None and "w-gone" in record.last_error
@@ -249,7 +249,7 @@ def test_reaper_retries_then_dead_letters_and_names_the_worker(harness: Harness)
     [again] = claim(harness, worker="w2")  # runnable at once
     assert again.attempt == 2
     harness.expire_lease(job.id)
-    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == 1
+    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == {"default": 1}
     record = harness.get(job.id)
     assert record.state == "dead" and record.finished_at is not None
     assert_history_follows_state_table(record)
@@ -266,14 +266,14 @@ def test_reaper_uses_the_default_max_attempts_when_the_job_has_none(harness: Har
 def test_reaper_leaves_live_leases_alone(harness: Harness) -> None:
     harness.enqueue(tasks.noop)
     claim(harness)
-    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == 0
+    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == {}
 
 
 def test_late_complete_after_reap_changes_nothing_and_is_recorded(harness: Harness) -> None:
     job = harness.enqueue(tasks.noop, max_attempts=3)
     [c] = claim(harness, worker="w1")
     harness.expire_lease(job.id)
-    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == 1
+    assert harness.backend.reap_expired(limit=100, default_max_attempts=5) == {"default": 1}
     assert harness.backend.complete_many([c.lease]) == set()
     record = harness.get(job.id)
     assert record.state == "retrying"

@@ -76,10 +76,36 @@ def test_claim_for_a_quiet_queue_never_scans_the_flood(stale_stats: PgSchema) ->
             "lease_s": 30.0,
             "task_names": ["t"],
             "task_max_attempts": [3],
+            "guarded": [],
         },
         analyze=True,
     )
     assert "jobs_claim_idx" in plan, plan
+    assert not re.search(r"Seq Scan on jobs", plan), plan
+    removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)]
+    assert all(n < 100 for n in removed), plan
+
+
+def test_capped_and_rated_claim_counts_through_its_indexes(stale_stats: PgSchema) -> None:
+    stale_stats.sql(
+        "insert into {schema}.queues (name, concurrency, rate_limit, rate_per_s) "
+        "values ('flood', 5000, 100000, 1.0)"
+    )
+    plan = generic_plan(
+        stale_stats,
+        "claim",
+        {
+            "queues": ["flood", "quiet"],
+            "limits": [10, 10],
+            "worker_id": "w",
+            "lease_s": 30.0,
+            "task_names": ["t"],
+            "task_max_attempts": [3],
+            "guarded": ["flood"],
+        },
+        analyze=True,
+    )
+    assert "jobs_leased_queue_idx" in plan and "queue_starts_pkey" in plan, plan
     assert not re.search(r"Seq Scan on jobs", plan), plan
     removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)]
     assert all(n < 100 for n in removed), plan
@@ -95,7 +121,7 @@ def test_completion_batch_joins_through_the_primary_key(stale_stats: PgSchema) -
     )
     update_part = plan.split("CTE logged")[0]
     assert "jobs_pkey" in update_part, plan
-    assert "jobs_lease_idx" not in update_part and "Seq Scan on jobs" not in update_part, plan
+    assert "jobs_leased_queue_idx" not in update_part and "Seq Scan on jobs" not in update_part, plan
 
 
 @pytest.mark.parametrize("name", ["extend_leases", "release"])
@@ -103,7 +129,7 @@ def test_fenced_batch_writes_use_the_primary_key(stale_stats: PgSchema, name: st
     params = {"ids": [1, 2], "attempts": [1, 1], "worker_id": "w1", "lease_s": 30.0, "channel": "x"}
     plan = generic_plan(stale_stats, name, params)
     assert "jobs_pkey" in plan, plan
-    assert "jobs_lease_idx" not in plan and "Seq Scan on jobs" not in plan, plan
+    assert "jobs_leased_queue_idx" not in plan and "Seq Scan on jobs" not in plan, plan
 
 
 def test_fail_uses_the_primary_key(stale_stats: PgSchema) -> None:
@@ -119,11 +145,11 @@ def test_fail_uses_the_primary_key(stale_stats: PgSchema) -> None:
     assert "jobs_pkey" in plan and "Seq Scan on jobs" not in plan, plan
 
 
-def test_reaper_uses_the_lease_index(stale_stats: PgSchema) -> None:
+def test_reaper_reads_only_leased_rows(stale_stats: PgSchema) -> None:
     plan = generic_plan(
         stale_stats, "reap_expired", {"limit": 100, "default_max_attempts": 5, "channel": "x"}
     )
-    assert "jobs_lease_idx" in plan and "Seq Scan on jobs" not in plan, plan
+    assert "jobs_leased_queue_idx" in plan and "Seq Scan on jobs" not in plan, plan
 
 
 def test_runnable_queues_is_a_loose_index_scan(stale_stats: PgSchema) -> None:

@@ -56,7 +56,7 @@ def test_concurrent_migrations_do_not_collide(pg_dsn: str, schema_name: str) -> 
 def test_schema_sql_matches_what_migrate_builds(pg_dsn: str, schema_name: str) -> None:
     ddl = pgq.schema_sql(schema=schema_name)
     assert f"CREATE TABLE {schema_name}.jobs" in ddl
-    assert "jobs_claim_idx" in ddl and "jobs_lease_idx" in ddl
+    assert "jobs_claim_idx" in ddl and "jobs_leased_queue_idx" in ddl
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(ddl.encode())
     assert {"jobs", "job_events", "workers"} <= _tables(pg_dsn, schema_name)

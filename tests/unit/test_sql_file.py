@@ -22,6 +22,13 @@ HELPERS = {
     "copy_jobs": "enqueue_many's COPY path for large plain batches",
     "copy_events": "enqueue_many's COPY path for large plain batches",
     "copy_notify": "enqueue_many's COPY path for large plain batches",
+    "claim_lock": "claim runs it first when it guards a capped, rated or circuit queue",
+    "write_policy": "write_policies runs it for a worker start (every setting)",
+    "write_live_policy": "write_policies runs it for a reload (live settings only)",
+    "circuit_for_update": "record_circuit_failures / record_probe_success read the circuit",
+    "circuit_write": "record_circuit_failures / record_probe_success write it back",
+    "queue_events": "list_queues loads each queue's latest changes with it",
+    "restart_notes": "list_queues shows what workers refused to reload",
 }
 
 
@@ -46,6 +53,12 @@ def test_every_statement_belongs_to_a_backend_method() -> None:
         "register_worker",
         "worker_heartbeat",
         "deregister_worker",
+        "read_policies",
+        "set_paused",
+        "advance_circuits",
+        "prune_finished",
+        "list_queues",
+        "report_restart_required",
     ):
         assert name in QUERIES, f"method {name} has no named statement"
 

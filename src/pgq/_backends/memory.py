@@ -20,6 +20,8 @@ from pgq._domain import (
     DISCARDED,
     RUNNABLE,
     TRANSITIONS,
+    CircuitState,
+    CircuitView,
     GiveUp,
     Lease,
     Outcome,
@@ -27,10 +29,22 @@ from pgq._domain import (
     State,
     after_lease_expired,
     can_move,
+    circuit_after_failures,
+    circuit_after_success,
+    circuit_at,
 )
 from pgq._errors import InvalidTransition, JobNotFound
-from pgq._records import ClaimedJob, Enqueued, JobEvent, JobRecord, NewJob
-from pgq._runner import run_attempt
+from pgq._policy import Queue, Retention, live_update, rate_bucket_s
+from pgq._records import (
+    ClaimedJob,
+    Enqueued,
+    JobEvent,
+    JobRecord,
+    NewJob,
+    QueueEvent,
+    QueueInfo,
+)
+from pgq._runner import counts_for_circuit, run_attempt
 from pgq._tasks import Task, resolve_tasks
 
 if TYPE_CHECKING:
@@ -55,6 +69,22 @@ class _Row:
     lease_expires_at: datetime | None = None
     last_error: str | None = None
     events: list[JobEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _QueueRow:
+    """A queue's policy row: the policy, the paused flag, the circuit, recent rate buckets."""
+
+    policy: Queue
+    circuit: CircuitView
+    paused: bool = False
+    starts: dict[datetime, int] = field(default_factory=dict)  # bucket start -> job starts
+    events: list[QueueEvent] = field(default_factory=list)
+
+    @property
+    def guarded(self) -> bool:
+        p = self.policy
+        return p.concurrency is not None or p.rate is not None or p.circuit is not None
 
 
 class MemoryListener:
@@ -89,6 +119,8 @@ class InMemoryBackend:
         self._jobs: dict[int, _Row] = {}
         self._keys: dict[tuple[str, str], int] = {}
         self._workers: dict[str, datetime] = {}
+        self._restart_required: dict[str, list[str]] = {}
+        self._queues: dict[str, _QueueRow] = {}
         self._ids = itertools.count(1)
 
     # -- helpers (call with the lock held) ---------------------------------------------------
@@ -215,11 +247,13 @@ class InMemoryBackend:
         wants: Sequence[tuple[str, int]],
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
+        guarded: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         claimed: list[ClaimedJob] = []
         with self._lock:
             now = self.clock.now()
-            for queue, limit in wants:
+            for queue, wanted in wants:
+                limit, probe = self._allowance(queue, wanted, now, guarded)
                 if limit <= 0:
                     continue
                 runnable = sorted(
@@ -246,9 +280,43 @@ class InMemoryBackend:
                             attempt=row.attempt,
                             max_attempts=row.max_attempts,
                             worker_id=worker_id,
+                            probe=probe,
                         )
                     )
+                q = self._queues.get(queue)
+                if runnable and q is not None and q.policy.rate is not None:
+                    bucket = _bucket(now, rate_bucket_s(q.policy.rate))
+                    q.starts[bucket] = q.starts.get(bucket, 0) + len(runnable)
         return claimed
+
+    def _allowance(
+        self, queue: str, wanted: int, now: datetime, guarded: Sequence[str]
+    ) -> tuple[int, bool]:
+        """How many jobs `queue` may give now, and whether they are half-open probes. The
+        PostgreSQL claim statement makes the same decisions in SQL."""
+        q = self._queues.get(queue)
+        if q is None:
+            return wanted, False
+        if q.paused or (q.guarded and queue not in guarded):
+            return 0, False
+        policy = q.policy
+        limit, probe = wanted, False
+        running = sum(1 for r in self._jobs.values() if r.queue == queue and r.lease_expires_at)
+        if policy.circuit is not None:
+            state = circuit_at(q.circuit, now, cooldown_s=policy.circuit.cooldown)
+            if state is CircuitState.OPEN:
+                return 0, False
+            if state is CircuitState.HALF_OPEN:
+                limit, probe = min(limit, policy.circuit.probes - running), True
+        if policy.concurrency is not None:
+            limit = min(limit, policy.concurrency - running)
+        if policy.rate is not None:
+            bucket_s = rate_bucket_s(policy.rate)
+            since = now - timedelta(seconds=policy.rate.per + bucket_s)
+            for at in [at for at in q.starts if at <= since]:
+                del q.starts[at]  # out of every window that can still matter
+            limit = min(limit, policy.rate.limit - sum(q.starts.values()))
+        return limit, probe
 
     def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:
         held: set[Lease] = set()
@@ -316,8 +384,8 @@ class InMemoryBackend:
             self._notify(released)
         return n
 
-    def reap_expired(self, *, limit: int, default_max_attempts: int) -> int:
-        n = 0
+    def reap_expired(self, *, limit: int, default_max_attempts: int) -> dict[str, int]:
+        reaped: dict[str, int] = {}
         with self._lock:
             now = self.clock.now()
             expired = sorted(
@@ -331,8 +399,12 @@ class InMemoryBackend:
                 key=lambda r: r.lease_expires_at or now,
             )[:limit]
             for row in expired:
+                q = self._queues.get(row.queue)
                 to = after_lease_expired(
-                    attempt=row.attempt, max_attempts=row.max_attempts or default_max_attempts
+                    attempt=row.attempt,
+                    max_attempts=row.max_attempts
+                    or (q.policy.max_attempts if q else None)
+                    or default_max_attempts,
                 )
                 seen = self._workers.get(row.worker_id or "")
                 row.last_error = (
@@ -345,9 +417,9 @@ class InMemoryBackend:
                 if to is State.DEAD:
                     row.finished_at = now
                 self._move(row, to, worker_id=row.worker_id, error=row.last_error)
-                n += 1
+                reaped[row.queue] = reaped.get(row.queue, 0) + 1
             self._notify(r.queue for r in expired if r.state is State.RETRYING)
-        return n
+        return reaped
 
     def runnable_queues(self) -> list[str]:
         with self._lock:
@@ -382,6 +454,7 @@ class InMemoryBackend:
     def deregister_worker(self, worker_id: str) -> None:
         with self._lock:
             self._workers.pop(worker_id, None)
+            self._restart_required.pop(worker_id, None)
 
     def listener(self) -> MemoryListener:
         with self._lock:
@@ -391,6 +464,183 @@ class InMemoryBackend:
 
     def close(self) -> None:
         pass
+
+    # -- queue policies --------------------------------------------------------------------
+
+    def _queue_row(self, name: str) -> _QueueRow:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = _QueueRow(
+                policy=Queue(name), circuit=CircuitView(CircuitState.CLOSED, self.clock.now())
+            )
+        return q
+
+    def _queue_event(self, q: _QueueRow, kind: str, **fields: Any) -> None:
+        q.events.append(QueueEvent(kind=kind, at=self.clock.now(), **fields))
+
+    def write_policies(
+        self, policies: Sequence[Queue], *, worker_id: str, live_only: bool = False
+    ) -> None:
+        with self._lock:
+            for policy in policies:
+                q = self._queue_row(policy.name)
+                old = q.policy
+                new = live_update(old, policy) if live_only else policy
+                q.policy = Queue(**{**_fields(new), "paused": None})
+                if new.paused is not None and new.paused != q.paused:
+                    self._set_paused(q, new.paused, worker_id)
+                if q.policy != Queue(**{**_fields(old), "paused": None}):
+                    self._queue_event(q, "policy", reason="policy written", worker_id=worker_id)
+
+    def read_policies(self) -> dict[str, Queue]:
+        with self._lock:
+            return {
+                name: Queue(**{**_fields(q.policy), "paused": q.paused})
+                for name, q in self._queues.items()
+            }
+
+    def _set_paused(self, q: _QueueRow, paused: bool, by: str) -> None:
+        q.paused = paused
+        self._queue_event(q, "paused" if paused else "resumed", worker_id=by)
+        if not paused:
+            self._notify([q.policy.name])
+
+    def set_paused(self, queue: str, paused: bool, *, by: str) -> bool:
+        with self._lock:
+            q = self._queue_row(queue)
+            if q.paused == paused:
+                return False
+            self._set_paused(q, paused, by)
+            return True
+
+    def record_circuit_failures(
+        self, queue: str, *, count: int, error: str, worker_id: str
+    ) -> str | None:
+        with self._lock:
+            q = self._queues.get(queue)
+            if q is None or q.policy.circuit is None:
+                return None
+            c = q.policy.circuit
+            before = circuit_at(q.circuit, self.clock.now(), cooldown_s=c.cooldown)
+            q.circuit = circuit_after_failures(
+                q.circuit,
+                now=self.clock.now(),
+                count=count,
+                failures=c.failures,
+                window_s=c.window,
+                cooldown_s=c.cooldown,
+                error=error,
+            )
+            return self._circuit_moved(q, before, worker_id)
+
+    def _circuit_moved(self, q: _QueueRow, before: CircuitState, worker_id: str) -> str | None:
+        if q.circuit.state is before:
+            return None
+        self._queue_event(
+            q,
+            "circuit",
+            from_state=str(before),
+            to_state=str(q.circuit.state),
+            reason=q.circuit.reason,
+            worker_id=worker_id,
+        )
+        return str(q.circuit.state)
+
+    def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
+        with self._lock:
+            q = self._queues.get(queue)
+            if q is None or q.policy.circuit is None:
+                return False
+            now = self.clock.now()
+            before = circuit_at(q.circuit, now, cooldown_s=q.policy.circuit.cooldown)
+            q.circuit = circuit_after_success(q.circuit, now, cooldown_s=q.policy.circuit.cooldown)
+            return self._circuit_moved(q, before, worker_id) is not None
+
+    def advance_circuits(self) -> int:
+        n = 0
+        with self._lock:
+            now = self.clock.now()
+            for q in self._queues.values():
+                c = q.policy.circuit
+                if c is None or q.circuit.state is not CircuitState.OPEN:
+                    continue
+                if circuit_at(q.circuit, now, cooldown_s=c.cooldown) is CircuitState.HALF_OPEN:
+                    q.circuit = CircuitView(
+                        CircuitState.HALF_OPEN,
+                        now,
+                        q.circuit.recent,
+                        f"cooldown of {c.cooldown:g}s passed",
+                    )
+                    self._queue_event(
+                        q,
+                        "circuit",
+                        from_state="open",
+                        to_state="half_open",
+                        reason=q.circuit.reason,
+                    )
+                    self._notify([q.policy.name])
+                    n += 1
+        return n
+
+    def prune_finished(self, *, limit: int) -> int:
+        with self._lock:
+            now = self.clock.now()
+            doomed = []
+            for row in self._jobs.values():
+                if row.finished_at is None or row.state in RUNNABLE:
+                    continue
+                q = self._queues.get(row.queue)
+                keep = (q.policy.retention if q else None) or Retention()
+                keep_s = keep.completed if row.state is State.COMPLETED else keep.dead
+                if row.finished_at < now - timedelta(seconds=keep_s):
+                    doomed.append(row)
+            for row in sorted(doomed, key=lambda r: r.finished_at or now)[:limit]:
+                del self._jobs[row.id]
+                if row.idempotency_key is not None:
+                    self._keys.pop((row.queue, row.idempotency_key), None)
+            return min(len(doomed), limit)
+
+    def list_queues(self) -> list[QueueInfo]:
+        with self._lock:
+            now = self.clock.now()
+            names = sorted({r.queue for r in self._jobs.values()} | set(self._queues))
+            notes = [n for changes in self._restart_required.values() for n in changes]
+            out = []
+            for name in names:
+                counts: dict[str, int] = {}
+                oldest: datetime | None = None
+                for r in self._jobs.values():
+                    if r.queue != name:
+                        continue
+                    counts[str(r.state)] = counts.get(str(r.state), 0) + 1
+                    if r.state in RUNNABLE and r.run_at <= now:
+                        oldest = r.run_at if oldest is None else min(oldest, r.run_at)
+                q = self._queues.get(name)
+                circuit = None if q is None or q.policy.circuit is None else q.circuit
+                out.append(
+                    QueueInfo(
+                        name=name,
+                        counts=counts,
+                        policy=None
+                        if q is None
+                        else Queue(**{**_fields(q.policy), "paused": q.paused}),
+                        paused=bool(q and q.paused),
+                        circuit_state=str(circuit.state) if circuit else "closed",
+                        circuit_since=circuit.since if circuit else None,
+                        circuit_reason=circuit.reason if circuit else None,
+                        oldest_runnable_age_s=(now - oldest).total_seconds() if oldest else None,
+                        restart_required=[n for n in notes if _mentions(n, name)],
+                        events=list(reversed(q.events[-10:])) if q else [],
+                    )
+                )
+            return out
+
+    def report_restart_required(self, worker_id: str, changes: Sequence[str]) -> None:
+        with self._lock:
+            if changes:
+                self._restart_required[worker_id] = list(changes)
+            else:
+                self._restart_required.pop(worker_id, None)
 
     # -- inspect and replay ----------------------------------------------------------------
 
@@ -466,33 +716,81 @@ class InMemoryBackend:
         while True:
             with self._lock:
                 queues = sorted({r.queue for r in self._jobs.values() if r.state in RUNNABLE})
+                policies = {n: q.policy for n, q in self._queues.items()}
             claimed = self.claim(
                 worker_id=worker_id,
                 wants=[(q, 1) for q in queues],
                 lease_s=3600.0,
                 max_attempts=stamped,
+                guarded=queues,
             )
             if not claimed:
                 due = self.next_run_at()
                 if due is None:
                     return runs
                 self.clock.advance_to(due)
+                self.advance_circuits()
                 continue
             for job in claimed:
                 runs += 1
                 if runs > max_runs:
                     raise RuntimeError(f"run_until_empty ran {max_runs} attempts and jobs remain")
-                failed = run_attempt(job, known)
+                failed = run_attempt(job, known, policies)
                 if failed is None:
                     self.complete_many([job.lease])
-                else:
-                    self.fail(job.lease, failed.outcome, error=failed.error)
+                    if job.probe:
+                        self.record_probe_success(job.queue, worker_id=worker_id)
+                    continue
+                self.fail(job.lease, failed.outcome, error=failed.error)
+                if counts_for_circuit(failed, policies.get(job.queue)):
+                    self.record_circuit_failures(
+                        job.queue, count=1, error=failed.error, worker_id=worker_id
+                    )
 
     def next_run_at(self) -> datetime | None:
-        """When the earliest runnable job is due, or None."""
+        """When the earliest runnable job may run, or None: its run_at, or later when its queue
+        waits on an open circuit or a rate limit. Jobs of paused queues never count."""
         with self._lock:
-            due = [r.run_at for r in self._jobs.values() if r.state in RUNNABLE]
+            now = self.clock.now()
+            due: list[datetime] = []
+            for r in self._jobs.values():
+                if r.state not in RUNNABLE:
+                    continue
+                q = self._queues.get(r.queue)
+                if q is None:
+                    due.append(r.run_at)
+                elif not q.paused:
+                    due.append(max(r.run_at, self._unblocked_at(q, now)))
             return min(due) if due else None
+
+    def _unblocked_at(self, q: _QueueRow, now: datetime) -> datetime:
+        """When a queue's circuit or rate lets it give jobs again (`now` if they do)."""
+        policy = q.policy
+        if policy.circuit is not None and q.circuit.state is CircuitState.OPEN:
+            reopen = q.circuit.since + timedelta(seconds=policy.circuit.cooldown)
+            if reopen > now:
+                return reopen
+        if policy.rate is not None and q.starts:
+            used = sum(q.starts.values())
+            if used >= policy.rate.limit:
+                window = timedelta(seconds=policy.rate.per + rate_bucket_s(policy.rate))
+                return min(q.starts) + window + timedelta(microseconds=1)
+        return now
+
+
+def _fields(policy: Queue) -> dict[str, Any]:
+    return {name: getattr(policy, name) for name in Queue.__dataclass_fields__}
+
+
+def _bucket(now: datetime, bucket_s: float) -> datetime:
+    """The start of the rate bucket `now` falls in (as date_bin does it in SQL)."""
+    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
+    offset = (now - epoch).total_seconds()
+    return epoch + timedelta(seconds=offset - offset % bucket_s)
+
+
+def _mentions(change: str, queue: str) -> bool:
+    return change.startswith((f"queues.{queue}.", f"queue {queue} "))
 
 
 def _iso(when: datetime) -> str:

@@ -21,14 +21,36 @@ from psycopg.types.json import set_json_loads
 
 from pgq._domain import (
     TRANSITIONS,
+    Backoff,
+    CircuitState,
+    CircuitView,
     GiveUp,
     Lease,
     Outcome,
     RetryIn,
     State,
+    circuit_after_failures,
+    circuit_after_success,
+    circuit_at,
 )
 from pgq._errors import DatabaseError, InvalidTransition, JobNotFound
-from pgq._records import ClaimedJob, Enqueued, JobEvent, JobRecord, NewJob
+from pgq._policy import (
+    DEFAULT_RETENTION_COMPLETED_S,
+    DEFAULT_RETENTION_DEAD_S,
+    Circuit,
+    Queue,
+    Rate,
+    Retention,
+)
+from pgq._records import (
+    ClaimedJob,
+    Enqueued,
+    JobEvent,
+    JobRecord,
+    NewJob,
+    QueueEvent,
+    QueueInfo,
+)
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -264,21 +286,32 @@ class PostgresBackend:
         wants: Sequence[tuple[str, int]],
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
+        guarded: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         wants = [(q, n) for q, n in wants if n > 0]
         if not wants:
             return []
-        rows = self._rows(
-            "claim",
-            {
-                "queues": [q for q, _ in wants],
-                "limits": [n for _, n in wants],
-                "worker_id": worker_id,
-                "lease_s": lease_s,
-                "task_names": list(max_attempts or ()),
-                "task_max_attempts": list((max_attempts or {}).values()),
-            },
-        )
+        queues = [q for q, _ in wants]
+        params = {
+            "queues": queues,
+            "limits": [n for _, n in wants],
+            "worker_id": worker_id,
+            "lease_s": lease_s,
+            "task_names": list(max_attempts or ()),
+            "task_max_attempts": list((max_attempts or {}).values()),
+            "guarded": [q for q in guarded if q in queues],
+        }
+        if not params["guarded"]:
+            rows = self._rows("claim", params)
+        else:
+            # Lock the guarded queues' policy rows, then claim, in one transaction and one
+            # round trip: the claim's snapshot is taken after the lock is granted.
+            with translate_errors(self.schema), self._connect() as conn:
+                cur = conn.cursor(row_factory=tuple_row)
+                with conn.pipeline(), _atomic(conn):
+                    conn.execute(self._q["claim_lock"], {"queues": params["guarded"]})
+                    cur.execute(self._q["claim"], params)
+                rows = cur.fetchall()
         return list(map(ClaimedJob._make, rows))
 
     def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:
@@ -329,13 +362,146 @@ class PostgresBackend:
             total += n
         return total
 
-    def reap_expired(self, *, limit: int, default_max_attempts: int) -> int:
-        [(n,)] = self._rows(
+    def reap_expired(self, *, limit: int, default_max_attempts: int) -> dict[str, int]:
+        rows = self._rows(
             "reap_expired",
             {"limit": limit, "default_max_attempts": default_max_attempts, "channel": self.channel},
         )
         self._run("prune_workers", {})
+        return dict(rows)
+
+    # -- queue policies --------------------------------------------------------------------
+
+    def write_policies(
+        self, policies: Sequence[Queue], *, worker_id: str, live_only: bool = False
+    ) -> None:
+        for policy in policies:
+            self._run(
+                "write_live_policy" if live_only else "write_policy",
+                _policy_params(policy) | {"worker_id": worker_id},
+            )
+            if policy.paused is not None:
+                self.set_paused(policy.name, policy.paused, by=worker_id)
+
+    def read_policies(self) -> dict[str, Queue]:
+        return {row[0]: _policy_from_row(row) for row in self._rows("read_policies", {})}
+
+    def set_paused(self, queue: str, paused: bool, *, by: str) -> bool:
+        [(n,)] = self._rows(
+            "set_paused", {"queue": queue, "paused": paused, "by": by, "channel": self.channel}
+        )
+        return bool(n)
+
+    def record_circuit_failures(
+        self, queue: str, *, count: int, error: str, worker_id: str
+    ) -> str | None:
+        def after(view: CircuitView, now: Any, circuit: Circuit) -> CircuitView:
+            return circuit_after_failures(
+                view,
+                now=now,
+                count=count,
+                failures=circuit.failures,
+                window_s=circuit.window,
+                cooldown_s=circuit.cooldown,
+                error=error,
+            )
+
+        return self._move_circuit(queue, after, worker_id)
+
+    def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
+        def after(view: CircuitView, now: Any, circuit: Circuit) -> CircuitView:
+            return circuit_after_success(view, now, cooldown_s=circuit.cooldown)
+
+        return self._move_circuit(queue, after, worker_id) is not None
+
+    def _move_circuit(
+        self,
+        queue: str,
+        after: Callable[[CircuitView, Any, Circuit], CircuitView],
+        worker_id: str,
+    ) -> str | None:
+        """Lock a circuit, apply a _domain decision to it, write it back: one transaction."""
+        with translate_errors(self.schema), self._connect() as conn, _atomic(conn):
+            cur = conn.cursor(row_factory=tuple_row)
+            row = cur.execute(self._q["circuit_for_update"], {"queue": queue}).fetchone()
+            if row is None:
+                return None
+            state, since, recent, reason, failures, window_s, cooldown_s, now = row
+            circuit = Circuit(failures=failures, window=window_s, cooldown=cooldown_s)
+            view = CircuitView(CircuitState(state), since, tuple(recent), reason)
+            before = circuit_at(view, now, cooldown_s=cooldown_s)
+            moved = after(view, now, circuit)
+            cur.execute(
+                self._q["circuit_write"],
+                {
+                    "queue": queue,
+                    "state": str(moved.state),
+                    "since": moved.since,
+                    "recent": list(moved.recent),
+                    "reason": moved.reason,
+                    "from_state": None if moved.state is before else str(before),
+                    "worker_id": worker_id,
+                    "channel": self.channel,
+                },
+            )
+            return None if moved.state is before else str(moved.state)
+
+    def advance_circuits(self) -> int:
+        [(n,)] = self._rows("advance_circuits", {"channel": self.channel})
         return int(n)
+
+    def prune_finished(self, *, limit: int) -> int:
+        [(n,)] = self._rows(
+            "prune_finished",
+            {
+                "limit": limit,
+                "completed_s": DEFAULT_RETENTION_COMPLETED_S,
+                "dead_s": DEFAULT_RETENTION_DEAD_S,
+            },
+        )
+        return int(n)
+
+    def list_queues(self) -> list[QueueInfo]:
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float] = {}
+        for queue, state, n, age_s in self._rows("list_queues", {}):
+            counts.setdefault(queue, {})[state] = n
+            if state in ("queued", "retrying") and age_s is not None:
+                oldest[queue] = max(oldest.get(queue, age_s), age_s)
+        rows = {row[0]: row for row in self._rows("read_policies", {})}
+        names = sorted(set(counts) | set(rows))
+        events: dict[str, list[QueueEvent]] = {}
+        for queue, *fields in self._rows("queue_events", {"queues": names, "limit": 10}):
+            events.setdefault(queue, []).append(QueueEvent(*fields))
+        notes = [line for (text,) in self._rows("restart_notes", {}) for line in text.splitlines()]
+        out = []
+        for name in names:
+            row = rows.get(name)
+            policy = _policy_from_row(row) if row else None
+            has_circuit = policy is not None and policy.circuit is not None
+            out.append(
+                QueueInfo(
+                    name=name,
+                    counts=counts.get(name, {}),
+                    policy=policy,
+                    paused=bool(row and row[15]),
+                    circuit_state=row[16] if row is not None and has_circuit else "closed",
+                    circuit_since=row[17] if row is not None and has_circuit else None,
+                    circuit_reason=row[18] if row is not None and has_circuit else None,
+                    oldest_runnable_age_s=oldest.get(name),
+                    restart_required=[
+                        n for n in notes if n.startswith((f"queues.{name}.", f"queue {name} "))
+                    ],
+                    events=events.get(name, []),
+                )
+            )
+        return out
+
+    def report_restart_required(self, worker_id: str, changes: Sequence[str]) -> None:
+        self._run(
+            "report_restart_required",
+            {"worker_id": worker_id, "changes": "\n".join(changes) if changes else None},
+        )
 
     def runnable_queues(self) -> list[str]:
         return [q for (q,) in self._rows("runnable_queues", {})]
@@ -445,6 +611,56 @@ _JOB_FIELDS = (
     "id", "queue", "task", "args", "state", "attempt", "max_attempts", "last_error", "run_at",
     "created_at", "finished_at", "priority", "idempotency_key", "worker_id", "lease_expires_at",
 )  # fmt: skip
+
+
+def _policy_params(policy: Queue) -> dict[str, Any]:
+    rate, circuit, backoff = policy.rate, policy.circuit, policy.backoff
+    retention = policy.retention
+    return {
+        "name": policy.name,
+        "concurrency": policy.concurrency,
+        "rate_limit": rate.limit if rate else None,
+        "rate_per_s": rate.per if rate else None,
+        "circuit_failures": circuit.failures if circuit else None,
+        "circuit_window_s": circuit.window if circuit else None,
+        "circuit_cooldown_s": circuit.cooldown if circuit else None,
+        "circuit_probes": circuit.probes if circuit else None,
+        "circuit_on": circuit.on_names if circuit else None,
+        "max_attempts": policy.max_attempts,
+        "backoff_base_s": backoff.base if backoff else None,
+        "backoff_cap_s": backoff.cap if backoff else None,
+        "timeout_s": policy.timeout,
+        "retention_completed_s": retention.completed if retention else None,
+        "retention_dead_s": retention.dead if retention else None,
+    }
+
+
+def _policy_from_row(row: Sequence[Any]) -> Queue:
+    """A read_policies row as a Queue (a circuit's `on` names that no longer import are
+    dropped: the worker then counts every failure, the default)."""
+    name, concurrency, rate_limit, rate_per_s, failures, window_s, cooldown_s, probes = row[:8]
+    on, max_attempts, base_s, cap_s, timeout_s, keep_completed, keep_dead, paused = row[8:16]
+    circuit = None
+    if failures is not None:
+        try:
+            circuit = Circuit(failures, window_s, cooldown_s, probes, on)
+        except ValueError:
+            circuit = Circuit(failures, window_s, cooldown_s, probes)
+    return Queue(
+        name,
+        concurrency=concurrency,
+        rate=Rate(rate_limit, rate_per_s) if rate_limit is not None else None,
+        circuit=circuit,
+        max_attempts=max_attempts,
+        backoff=Backoff(base_s, cap_s) if base_s is not None else None,
+        timeout=timeout_s,
+        retention=(
+            Retention(keep_completed, keep_dead)
+            if keep_completed is not None or keep_dead is not None
+            else None
+        ),
+        paused=paused,
+    )
 
 
 def _by_worker(leases: Sequence[Lease]) -> Iterator[tuple[str, list[int], list[int]]]:

@@ -159,26 +159,77 @@ select inserted.id, inserted.created
 -- the whole jobs table (a sequential scan per claim) whenever it thought the table small.
 -- A job enqueued without max_attempts gets its task's own setting stamped here (the worker
 -- knows its tasks; the reaper does not), so every later decision sees it.
--- Index: jobs_claim_idx (queue, priority, run_at, id) where state in ('queued', 'retrying').
+-- Queue policy (`allowed`): a queue without a policy row gives what was asked. A paused queue,
+-- or one whose circuit is open and cooling down, gives nothing. A queue with a cap, a rate or
+-- a circuit gives jobs only when it is among `guarded`: its policy row was locked by
+-- claim_lock earlier in this transaction, so this statement's snapshot, taken after the lock,
+-- sees every job other workers claimed from it. The running count (cap, half-open probes) and
+-- the starts of the last period (rate) are read only for queues that have those settings.
+-- The rate window is counted in buckets of a twentieth of the period (what
+-- _backends/memory.py mirrors), by statement_timestamp(): it follows the lock, unlike now().
+-- Index: jobs_claim_idx (queue, priority, run_at, id) where state in ('queued', 'retrying');
+-- jobs_leased_queue_idx (queue) where lease_expires_at is not null for the running count;
+-- the primary keys of queues and queue_starts.
 -- Plan seen on PG 15 and 18 with 200k rows: Nested Loop -> Function Scan on unnest ->
 -- Limit -> LockRows -> Index Scan using jobs_claim_idx.
 with wanted as (
     select w.queue, w.lim
       from unnest(%(queues)s::text[], %(limits)s::int[]) as w (queue, lim)
 ),
-picked as materialized (
-    select p.id, p.state as from_state
+allowed as (
+    select wanted.queue,
+           case
+               when q.name is null then wanted.lim
+               when q.paused then 0
+               when q.concurrency is null and q.rate_limit is null and q.circuit_failures is null
+                   then wanted.lim
+               when not wanted.queue = any(%(guarded)s::text[]) then 0
+               when q.circuit_failures is not null
+                    and q.circuit_state = 'open'
+                    and now() < q.circuit_since + make_interval(secs => q.circuit_cooldown_s)
+                   then 0
+               else greatest(0, least(
+                   wanted.lim,
+                   q.concurrency - r.running,
+                   case when q.circuit_failures is not null and q.circuit_state <> 'closed'
+                        then q.circuit_probes - r.running end,
+                   q.rate_limit - s.starts))
+           end as lim,
+           coalesce(q.circuit_failures is not null and q.circuit_state <> 'closed', false)
+               as probe,
+           q.rate_per_s
       from wanted
+      left join {schema}.queues as q
+        on q.name = wanted.queue
+      left join lateral (
+        select count(*)::int as running
+          from {schema}.jobs as j
+         where j.queue = wanted.queue
+           and j.lease_expires_at is not null
+           and (q.concurrency is not null or q.circuit_state <> 'closed')
+      ) as r on true
+      left join lateral (
+        select coalesce(sum(qs.starts), 0)::int as starts
+          from {schema}.queue_starts as qs
+         where qs.queue = wanted.queue
+           and q.rate_limit is not null
+           and qs.bucket_at > statement_timestamp() - make_interval(secs => q.rate_per_s * 1.05)
+      ) as s on true
+),
+picked as materialized (
+    select p.id, p.state as from_state, allowed.probe
+      from allowed
      cross join lateral (
         select j.id, j.state
           from {schema}.jobs as j
-         where j.queue = wanted.queue
+         where j.queue = allowed.queue
            and j.state in ('queued', 'retrying')
            and j.run_at <= now()
          order by j.priority, j.run_at, j.id
-         limit wanted.lim
+         limit allowed.lim
            for update skip locked
      ) as p
+     where allowed.lim > 0
 ),
 claimed as (
     update {schema}.jobs as j
@@ -200,9 +251,36 @@ logged as (
       from claimed
       join picked
         on picked.id = claimed.id
+),
+rated as (
+    insert into {schema}.queue_starts as qs (queue, bucket_at, starts)
+    select claimed.queue,
+           date_bin(make_interval(secs => allowed.rate_per_s / 20), statement_timestamp(),
+                    timestamptz '1970-01-01 00:00:00+00'),
+           count(*)
+      from claimed
+      join allowed
+        on allowed.queue = claimed.queue
+     where allowed.rate_per_s is not null
+     group by claimed.queue, allowed.rate_per_s
+        on conflict (queue, bucket_at) do update set starts = qs.starts + excluded.starts
 )
-select id, queue, task, args, attempt, max_attempts, %(worker_id)s::text as worker_id
-  from claimed;
+select claimed.id, claimed.queue, claimed.task, claimed.args, claimed.attempt,
+       claimed.max_attempts, %(worker_id)s::text as worker_id, picked.probe
+  from claimed
+  join picked
+    on picked.id = claimed.id;
+
+-- name: claim_lock
+-- Locks the policy rows of the queues a claim guards (those with a cap, a rate or a circuit),
+-- in name order so that two workers never wait on each other in a cycle. Held until the claim
+-- commits: claims of one guarded queue take turns, each seeing the jobs the last one took.
+-- Index: queues_pkey.
+select name
+  from {schema}.queues
+ where name = any(%(queues)s::text[])
+ order by name
+   for update;
 
 -- name: extend_leases
 -- The heartbeat: one statement extends every lease a worker holds. Fenced: a lease the reaper
@@ -326,8 +404,11 @@ select count(*) as n
 -- to `retrying`, runnable at once, or to `dead` when that was the last attempt (the rule of
 -- _domain.after_lease_expired, kept in step by the contract suite). The error names the worker
 -- and when it was last seen. SKIP LOCKED makes it safe for every worker to run it at once.
--- Index: jobs_lease_idx (lease_expires_at) where lease_expires_at is not null.
--- Plan seen: Limit -> LockRows -> Index Scan using jobs_lease_idx.
+-- A job that carries no max_attempts of its own (nor its task's) takes its queue's policy.
+-- Returns how many jobs it took back per queue (the worker counts them toward circuits).
+-- Index: jobs_leased_queue_idx (queue) where lease_expires_at is not null: every leased row,
+-- a few per worker slot, however large the table.
+-- Plan seen: Limit -> LockRows -> Sort -> Index Scan using jobs_leased_queue_idx.
 with expired as materialized (
     select j.id
       from {schema}.jobs as j
@@ -339,10 +420,16 @@ with expired as materialized (
 ),
 reaped as (
     update {schema}.jobs as j
-       set state = case when j.attempt >= coalesce(j.max_attempts, %(default_max_attempts)s)
+       set state = case when j.attempt >= coalesce(j.max_attempts, (
+                                select qp.max_attempts
+                                  from {schema}.queues as qp
+                                 where qp.name = j.queue), %(default_max_attempts)s)
                         then 'dead' else 'retrying' end,
            run_at = now(),
-           finished_at = case when j.attempt >= coalesce(j.max_attempts, %(default_max_attempts)s)
+           finished_at = case when j.attempt >= coalesce(j.max_attempts, (
+                                      select qp.max_attempts
+                                        from {schema}.queues as qp
+                                       where qp.name = j.queue), %(default_max_attempts)s)
                               then now() end,
            lease_expires_at = null,
            last_error = 'lease expired: worker ' || coalesce(j.worker_id, 'unknown')
@@ -367,9 +454,10 @@ notified as (
     select count(pg_notify(%(channel)s, q.queue)) as n
       from (select distinct queue from reaped where state = 'retrying') as q
 )
-select count(*) as n
+select reaped.queue, count(*)::int as n
   from reaped
- cross join notified;
+ cross join notified
+ group by reaped.queue;
 
 -- name: get_job
 -- One job by id. Index: the primary key.
@@ -516,3 +604,294 @@ delete from {schema}.workers
 select 1
   from {schema}.jobs
  limit 0;
+
+-- name: write_policy
+-- Stores one queue's policy, as a worker's config declares it (at start). A row that already
+-- holds these values is left alone, so workers restarting with the same config write no event.
+-- The paused flag and the circuit's state are not touched here (set_paused and the circuit
+-- statements own them).
+-- Index: queues_pkey.
+with written as (
+    insert into {schema}.queues as q
+           (name, concurrency, rate_limit, rate_per_s, circuit_failures, circuit_window_s,
+            circuit_cooldown_s, circuit_probes, circuit_on, max_attempts, backoff_base_s,
+            backoff_cap_s, timeout_s, retention_completed_s, retention_dead_s, updated_by)
+    values (%(name)s, %(concurrency)s, %(rate_limit)s, %(rate_per_s)s, %(circuit_failures)s,
+            %(circuit_window_s)s, %(circuit_cooldown_s)s, %(circuit_probes)s, %(circuit_on)s,
+            %(max_attempts)s, %(backoff_base_s)s, %(backoff_cap_s)s, %(timeout_s)s,
+            %(retention_completed_s)s, %(retention_dead_s)s, %(worker_id)s)
+        on conflict (name) do update
+       set concurrency = excluded.concurrency,
+           rate_limit = excluded.rate_limit,
+           rate_per_s = excluded.rate_per_s,
+           circuit_failures = excluded.circuit_failures,
+           circuit_window_s = excluded.circuit_window_s,
+           circuit_cooldown_s = excluded.circuit_cooldown_s,
+           circuit_probes = excluded.circuit_probes,
+           circuit_on = excluded.circuit_on,
+           max_attempts = excluded.max_attempts,
+           backoff_base_s = excluded.backoff_base_s,
+           backoff_cap_s = excluded.backoff_cap_s,
+           timeout_s = excluded.timeout_s,
+           retention_completed_s = excluded.retention_completed_s,
+           retention_dead_s = excluded.retention_dead_s,
+           updated_at = now(),
+           updated_by = excluded.updated_by
+     where (q.concurrency, q.rate_limit, q.rate_per_s, q.circuit_failures, q.circuit_window_s,
+            q.circuit_cooldown_s, q.circuit_probes, q.circuit_on, q.max_attempts,
+            q.backoff_base_s, q.backoff_cap_s, q.timeout_s, q.retention_completed_s,
+            q.retention_dead_s)
+           is distinct from
+           (excluded.concurrency, excluded.rate_limit, excluded.rate_per_s,
+            excluded.circuit_failures, excluded.circuit_window_s, excluded.circuit_cooldown_s,
+            excluded.circuit_probes, excluded.circuit_on, excluded.max_attempts,
+            excluded.backoff_base_s, excluded.backoff_cap_s, excluded.timeout_s,
+            excluded.retention_completed_s, excluded.retention_dead_s)
+ returning q.name
+)
+insert into {schema}.queue_events (queue, kind, reason, worker_id)
+select name, 'policy', 'policy written', %(worker_id)s
+  from written;
+
+-- name: write_live_policy
+-- Stores the settings a reloaded config applies to running workers (max_attempts, backoff,
+-- rate, retention) and leaves the restart-only ones (cap, timeout, circuit) as they were.
+-- Index: queues_pkey.
+with written as (
+    insert into {schema}.queues as q
+           (name, rate_limit, rate_per_s, max_attempts, backoff_base_s, backoff_cap_s,
+            retention_completed_s, retention_dead_s, updated_by)
+    values (%(name)s, %(rate_limit)s, %(rate_per_s)s, %(max_attempts)s, %(backoff_base_s)s,
+            %(backoff_cap_s)s, %(retention_completed_s)s, %(retention_dead_s)s, %(worker_id)s)
+        on conflict (name) do update
+       set rate_limit = excluded.rate_limit,
+           rate_per_s = excluded.rate_per_s,
+           max_attempts = excluded.max_attempts,
+           backoff_base_s = excluded.backoff_base_s,
+           backoff_cap_s = excluded.backoff_cap_s,
+           retention_completed_s = excluded.retention_completed_s,
+           retention_dead_s = excluded.retention_dead_s,
+           updated_at = now(),
+           updated_by = excluded.updated_by
+     where (q.rate_limit, q.rate_per_s, q.max_attempts, q.backoff_base_s, q.backoff_cap_s,
+            q.retention_completed_s, q.retention_dead_s)
+           is distinct from
+           (excluded.rate_limit, excluded.rate_per_s, excluded.max_attempts,
+            excluded.backoff_base_s, excluded.backoff_cap_s, excluded.retention_completed_s,
+            excluded.retention_dead_s)
+ returning q.name
+)
+insert into {schema}.queue_events (queue, kind, reason, worker_id)
+select name, 'policy', 'live settings reloaded', %(worker_id)s
+  from written;
+
+-- name: read_policies
+-- Every queue's stored policy, for workers (which queues a claim must guard, the live retry
+-- settings) and for `pgq queues`. The table holds one row per queue with a policy: small.
+select name, concurrency, rate_limit, rate_per_s, circuit_failures, circuit_window_s,
+       circuit_cooldown_s, circuit_probes, circuit_on, max_attempts, backoff_base_s,
+       backoff_cap_s, timeout_s, retention_completed_s, retention_dead_s, paused,
+       circuit_state, circuit_since, circuit_reason
+  from {schema}.queues
+ order by name;
+
+-- name: set_paused
+-- Pauses or resumes a queue, creating its row on a pause if it has none. Every claim that
+-- starts after this commits reads the flag. Resuming wakes idle workers.
+-- Index: queues_pkey.
+with updated as (
+    update {schema}.queues
+       set paused = %(paused)s,
+           updated_at = now(),
+           updated_by = %(by)s
+     where name = %(queue)s
+       and paused <> %(paused)s
+ returning name
+),
+inserted as (
+    insert into {schema}.queues (name, paused, updated_by)
+    select %(queue)s, true, %(by)s
+     where %(paused)s
+       and not exists (select 1 from {schema}.queues where name = %(queue)s)
+        on conflict (name) do nothing
+ returning name
+),
+changed as (
+    select name from updated
+     union all
+    select name from inserted
+),
+logged as (
+    insert into {schema}.queue_events (queue, kind, worker_id)
+    select name, case when %(paused)s then 'paused' else 'resumed' end, %(by)s
+      from changed
+),
+notified as (
+    select count(pg_notify(%(channel)s, name)) as n
+      from changed
+     where not %(paused)s
+)
+select count(*)::int as n
+  from changed
+ cross join notified;
+
+-- name: circuit_for_update
+-- Locks a queue's circuit and reads it, with the database clock, so that the worker can apply
+-- _domain.circuit_after_failures / circuit_after_success and write the result back in the
+-- same transaction (circuit_write). Failures are rare next to claims; this is not a hot path.
+-- Index: queues_pkey.
+select circuit_state, circuit_since, circuit_recent, circuit_reason, circuit_failures,
+       circuit_window_s, circuit_cooldown_s, now() as now
+  from {schema}.queues
+ where name = %(queue)s
+   and circuit_failures is not null
+   for update;
+
+-- name: circuit_write
+-- Writes a circuit back (see circuit_for_update), with an event when its state moved; a
+-- circuit that closed wakes idle workers.
+-- Index: queues_pkey.
+with written as (
+    update {schema}.queues
+       set circuit_state = %(state)s,
+           circuit_since = %(since)s,
+           circuit_recent = %(recent)s::timestamptz[],
+           circuit_reason = %(reason)s
+     where name = %(queue)s
+ returning name
+),
+logged as (
+    insert into {schema}.queue_events (queue, kind, from_state, to_state, reason, worker_id)
+    select name, 'circuit', %(from_state)s, %(state)s, %(reason)s, %(worker_id)s
+      from written
+     where %(from_state)s::text is not null
+)
+select count(pg_notify(%(channel)s, name))::int as n
+  from written
+ where %(state)s = 'closed'
+   and %(from_state)s::text is not null;
+
+-- name: advance_circuits
+-- Records open circuits whose cooldown has passed as half-open (claims already treat them so:
+-- this writes the transition and its event, and wakes idle workers to send the probes).
+-- Row locks make it safe for every worker to run it at once.
+-- Index: a sequential scan of queues, one row per queue with a policy.
+with due as (
+    update {schema}.queues
+       set circuit_state = 'half_open',
+           circuit_since = now(),
+           circuit_reason = 'cooldown of ' || circuit_cooldown_s::text || 's passed'
+     where circuit_failures is not null
+       and circuit_state = 'open'
+       and now() >= circuit_since + make_interval(secs => circuit_cooldown_s)
+ returning name, circuit_reason
+),
+logged as (
+    insert into {schema}.queue_events (queue, kind, from_state, to_state, reason)
+    select name, 'circuit', 'open', 'half_open', circuit_reason
+      from due
+),
+notified as (
+    select count(pg_notify(%(channel)s, name)) as n
+      from due
+)
+select count(*)::int as n
+  from due
+ cross join notified;
+
+-- name: prune_finished
+-- Deletes finished jobs past their queue's retention (completed: retention_completed_s,
+-- default 1 day; dead and cancelled: retention_dead_s, default 14 days), with their events,
+-- at most `limit` per queue and state per call: small batches that hold few locks and leave
+-- little for vacuum at once. The queues come from a loose index scan of jobs_finished_idx;
+-- SKIP LOCKED lets every worker run it at once.
+-- Index: jobs_finished_idx (queue, state, finished_at) where finished_at is not null;
+-- job_events_pkey (job_id, id) for the events.
+with recursive finished (queue) as (
+    (select queue
+       from {schema}.jobs
+      where finished_at is not null
+      order by queue
+      limit 1)
+    union all
+    select (select j.queue
+              from {schema}.jobs as j
+             where j.finished_at is not null
+               and j.queue > finished.queue
+             order by j.queue
+             limit 1)
+      from finished
+     where finished.queue is not null
+),
+kept as (
+    select f.queue, s.state,
+           case when s.state = 'completed'
+                then coalesce(q.retention_completed_s, %(completed_s)s)
+                else coalesce(q.retention_dead_s, %(dead_s)s) end as keep_s
+      from finished as f
+     cross join (values ('completed'), ('dead'), ('cancelled')) as s (state)
+      left join {schema}.queues as q
+        on q.name = f.queue
+     where f.queue is not null
+),
+doomed as materialized (
+    select d.id
+      from kept
+     cross join lateral (
+        select j.id
+          from {schema}.jobs as j
+         where j.queue = kept.queue
+           and j.state = kept.state
+           and j.finished_at is not null
+           and j.finished_at < now() - make_interval(secs => kept.keep_s)
+         order by j.finished_at
+         limit %(limit)s
+           for update skip locked
+     ) as d
+),
+events_gone as (
+    delete from {schema}.job_events
+     where job_id = any(array(select doomed.id from doomed))
+),
+jobs_gone as (
+    delete from {schema}.jobs
+     where id = any(array(select doomed.id from doomed))
+ returning id
+)
+select count(*)::int as n
+  from jobs_gone;
+
+-- name: list_queues
+-- Jobs per queue and state, and each queue's oldest runnable job, for `pgq queues`: one pass
+-- over the jobs table (an operator's command, not a hot path; retention keeps the table small).
+select queue, state, count(*)::int as n,
+       extract(epoch from now() - min(run_at) filter (where run_at <= now()))::float8
+  from {schema}.jobs
+ group by queue, state;
+
+-- name: queue_events
+-- The latest changes of each queue (circuit, pause, policy), newest first, for `pgq queues`.
+-- Index: queue_events_pkey (queue, id).
+select e.queue, e.kind, e.at, e.from_state, e.to_state, e.reason, e.worker_id
+  from unnest(%(queues)s::text[]) as q (name)
+ cross join lateral (
+    select ev.queue, ev.kind, ev.at, ev.from_state, ev.to_state, ev.reason, ev.worker_id, ev.id
+      from {schema}.queue_events as ev
+     where ev.queue = q.name
+     order by ev.id desc
+     limit %(limit)s
+ ) as e
+ order by e.queue, e.id desc;
+
+-- name: restart_notes
+-- What live workers refused to apply from a reloaded config, for `pgq queues`.
+select restart_required
+  from {schema}.workers
+ where restart_required is not null;
+
+-- name: report_restart_required
+-- Records what this worker refused to apply from a reloaded config (null: nothing).
+-- Index: workers_pkey.
+update {schema}.workers
+   set restart_required = %(changes)s
+ where id = %(worker_id)s;
