@@ -80,3 +80,40 @@ def record(marker_dir: str, ctx: pgq.Context) -> None:
 async def async_noop(x: int) -> None:
     if x < 0:
         raise ValueError("negative")
+
+
+@pgq.task(queue="capped", max_attempts=10)
+def timed(seconds: float, marker_dir: str, ctx: pgq.Context) -> None:
+    """Writes `span-<job>-<attempt>-<pid>` holding its start and end (time.monotonic(), one
+    clock for every process on the host), so tests can see how many ran at once."""
+    start = time.monotonic()
+    time.sleep(seconds)
+    Path(marker_dir, f"span-{ctx.job_id}-{ctx.attempt}-{os.getpid()}").write_text(
+        f"{start} {time.monotonic()}"
+    )
+
+
+# Whether the "downstream" that `depends_on_downstream` calls answers; tests flip it.
+DOWNSTREAM = {"up": False}
+
+
+@pgq.task(queue="flaky", max_attempts=20, backoff=pgq.Backoff(base=0.0, cap=0.0))
+def depends_on_downstream() -> None:
+    if not DOWNSTREAM["up"]:
+        raise ConnectionError("downstream refused the connection")
+
+
+@pgq.task(queue="flaky", max_attempts=20)
+def downstream_down() -> None:
+    raise ConnectionError("downstream refused the connection")
+
+
+@pgq.task
+def queue_settings_apply() -> None:
+    """No retry settings of its own: its queue's (or the defaults) apply."""
+    raise RuntimeError("fails every time")
+
+
+@pgq.task
+def sleeps_past_queue_timeout() -> None:
+    time.sleep(1.0)

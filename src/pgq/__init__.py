@@ -7,7 +7,17 @@ record every state change as an event. See https://github.com/ (docs/ in the rep
 
 from __future__ import annotations
 
-from pgq._api import cancel_job, enqueue, enqueue_many, get_job, list_jobs, retry_job
+from pgq._api import (
+    cancel_job,
+    enqueue,
+    enqueue_many,
+    get_job,
+    list_jobs,
+    list_queues,
+    pause_queue,
+    resume_queue,
+    retry_job,
+)
 from pgq._domain import Backoff, State
 from pgq._errors import (
     ConfigError,
@@ -21,7 +31,8 @@ from pgq._errors import (
     TaskNotFound,
 )
 from pgq._migrate import migrate, schema_sql
-from pgq._records import Context, Enqueued, JobEvent, JobRecord, JobSpec
+from pgq._policy import Circuit, Queue, Rate, Retention, load_config
+from pgq._records import Context, Enqueued, JobEvent, JobRecord, JobSpec, QueueEvent, QueueInfo
 from pgq._tasks import Task, task
 from pgq._worker import Worker
 
@@ -29,6 +40,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Backoff",
+    "Circuit",
     "ConfigError",
     "Context",
     "DatabaseError",
@@ -41,6 +53,11 @@ __all__ = [
     "JobRecord",
     "JobSpec",
     "PgqError",
+    "Queue",
+    "QueueEvent",
+    "QueueInfo",
+    "Rate",
+    "Retention",
     "Retry",
     "State",
     "Task",
@@ -52,7 +69,11 @@ __all__ = [
     "enqueue_many",
     "get_job",
     "list_jobs",
+    "list_queues",
+    "load_config",
     "migrate",
+    "pause_queue",
+    "resume_queue",
     "retry_job",
     "schema_sql",
     "task",

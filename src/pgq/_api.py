@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,8 @@ from pgq._domain import (
     State,
     check_queue_name,
 )
-from pgq._errors import EnqueueError
-from pgq._records import Enqueued, JobRecord, JobSpec, NewJob
+from pgq._errors import ConfigError, EnqueueError
+from pgq._records import Enqueued, JobRecord, JobSpec, NewJob, QueueInfo
 from pgq._targets import backend_for
 from pgq._tasks import Task, json_problem, registered
 
@@ -213,3 +214,33 @@ def cancel_job(target: object, job_id: int, *, schema: str | None = None) -> Job
     """Cancel a queued or retrying job. Raises JobNotFound, or InvalidTransition otherwise."""
     with backend_for(target, schema=schema) as backend:
         return backend.cancel_job(job_id)
+
+
+def list_queues(target: object, *, schema: str | None = None) -> list[QueueInfo]:
+    """Every queue that has jobs or a stored policy, by name, as `pgq queues` shows them: jobs
+    per state, the policy workers wrote for it, paused, circuit state and since when, the age
+    of its oldest runnable job, what live workers refused to reload, and its latest changes."""
+    with backend_for(target, schema=schema) as backend:
+        return backend.list_queues()
+
+
+def pause_queue(target: object, queue: str, *, schema: str | None = None) -> bool:
+    """Pause a queue: it still accepts jobs, but no claim that starts after this returns (and
+    the caller's transaction commits) takes any; jobs already running finish. False if it was
+    paused already."""
+    return _set_paused(target, queue, True, schema)
+
+
+def resume_queue(target: object, queue: str, *, schema: str | None = None) -> bool:
+    """Resume a paused queue and wake idle workers. False if it was not paused."""
+    return _set_paused(target, queue, False, schema)
+
+
+def _set_paused(target: object, queue: str, paused: bool, schema: str | None) -> bool:
+    try:
+        check_queue_name(queue)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    by = f"operator@{socket.gethostname()}"
+    with backend_for(target, schema=schema) as backend:
+        return backend.set_paused(queue, paused, by=by)

@@ -123,6 +123,12 @@ def schema(schema: str) -> None:
 @click.option(
     "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
 )
+@click.option(
+    "--config",
+    envvar="PGQ_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Queue policies, one [queues.NAME] table each ($PGQ_CONFIG); reloaded while running.",
+)
 @_friendly
 def worker(
     modules: tuple[str, ...],
@@ -138,6 +144,7 @@ def worker(
     connect_timeout: float,
     log_level: str,
     log_format: str,
+    config: str | None,
 ) -> None:
     """Run jobs of the tasks in MODULES (e.g. myapp.tasks) until SIGTERM / SIGINT."""
     setup_logging(log_level, "json" if log_format == "json" else "text")
@@ -153,11 +160,113 @@ def worker(
         poll_interval=poll_interval,
         schema=schema,
         connect_timeout=connect_timeout,
+        config=config,
     )
     if burst:
         w.run_until_empty(max_wait=max_wait)
     else:
         w.run()
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+@_dsn_option
+@_schema_option
+@_friendly
+def queues(ctx: click.Context, dsn: str | None, schema: str) -> None:
+    """List queues (the default), or pause / resume one."""
+    if ctx.invoked_subcommand is None:
+        _print_queues(pgq.list_queues(_require_dsn(dsn), schema=schema))
+
+
+@queues.command("list")
+@_dsn_option
+@_schema_option
+@_friendly
+def queues_list(dsn: str | None, schema: str) -> None:
+    """Every queue: jobs by state, running against its cap, rate, circuit, paused, oldest job."""
+    _print_queues(pgq.list_queues(_require_dsn(dsn), schema=schema))
+
+
+@queues.command("pause")
+@click.argument("name")
+@_dsn_option
+@_schema_option
+@_friendly
+def queues_pause(name: str, dsn: str | None, schema: str) -> None:
+    """Stop claiming from a queue (it still accepts jobs; running jobs finish)."""
+    changed = pgq.pause_queue(_require_dsn(dsn), name, schema=schema)
+    click.echo(f"queue {name!r} paused" if changed else f"queue {name!r} was already paused")
+
+
+@queues.command("resume")
+@click.argument("name")
+@_dsn_option
+@_schema_option
+@_friendly
+def queues_resume(name: str, dsn: str | None, schema: str) -> None:
+    """Let workers claim from a paused queue again."""
+    changed = pgq.resume_queue(_require_dsn(dsn), name, schema=schema)
+    click.echo(f"queue {name!r} resumed" if changed else f"queue {name!r} was not paused")
+
+
+def _print_queues(infos: list[pgq.QueueInfo]) -> None:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped or captured: never cut a column
+    if not infos:
+        console.print("no queues yet: nothing was enqueued and no worker declared a policy")
+        return
+    table = Table(
+        "queue",
+        "queued",
+        "retrying",
+        "running",
+        "completed",
+        "dead",
+        "cancelled",
+        "rate",
+        "circuit",
+        "paused",
+        "oldest",
+        box=None,
+    )
+    notes: list[str] = []
+    for q in infos:
+        policy = q.policy
+        cap = policy.concurrency if policy and policy.concurrency else None
+        rate = policy.rate if policy else None
+        has_circuit = policy is not None and policy.circuit is not None
+        table.add_row(
+            q.name,
+            str(q.counts.get("queued", 0)),
+            str(q.counts.get("retrying", 0)),
+            f"{q.running}/{cap}" if cap else str(q.running),
+            str(q.counts.get("completed", 0)),
+            str(q.counts.get("dead", 0)),
+            str(q.counts.get("cancelled", 0)),
+            f"{rate.limit}/{rate.per:g}s" if rate else "-",
+            q.circuit_state if has_circuit else "-",
+            "yes" if q.paused else "no",
+            _age(q.oldest_runnable_age_s),
+        )
+        if has_circuit and q.circuit_since is not None and q.circuit_state != "closed":
+            since = f"{q.circuit_since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+            notes.append(f"{q.name}: circuit {q.circuit_state} since {since}: {q.circuit_reason}")
+        notes.extend(f"{q.name}: restart required: {change}" for change in q.restart_required)
+    console.print(table)
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 @cli.group()

@@ -202,9 +202,18 @@ def circuit_at(view: CircuitView, now: datetime, *, cooldown_s: float) -> Circui
 
     The claim statement makes the same test in SQL (kept in step by the contract suite).
     """
-    if view.state is CircuitState.OPEN and now >= view.since + timedelta(seconds=cooldown_s):
-        return CircuitState.HALF_OPEN
-    return view.state
+    return circuit_as_of(view, now, cooldown_s=cooldown_s).state
+
+
+def circuit_as_of(view: CircuitView, now: datetime, *, cooldown_s: float) -> CircuitView:
+    """The circuit as it stands at `now`, whether or not a worker has recorded its move to
+    half-open yet (advance_circuits writes that move and its event)."""
+    reopens = view.since + timedelta(seconds=cooldown_s)
+    if view.state is CircuitState.OPEN and now >= reopens:
+        return CircuitView(
+            CircuitState.HALF_OPEN, reopens, view.recent, f"cooldown of {cooldown_s:g}s passed"
+        )
+    return view
 
 
 def circuit_after_failures(

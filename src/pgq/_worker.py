@@ -424,7 +424,9 @@ class Worker:
             if self._slots:
                 return self.poll_interval_s
         queues = self.queues if self.queues is not None else backend.runnable_queues()
-        if not queues:
+        stored = self._stored
+        queues = [q for q in queues if not ((p := stored.get(q)) is not None and p.paused)]
+        if not queues:  # a paused queue's jobs are not runnable: burst mode leaves them
             return None
         due = self._retry_forever("look for due jobs", lambda: backend.next_due_in(queues))
         if due is None or due > max_wait:

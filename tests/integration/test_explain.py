@@ -121,7 +121,9 @@ def test_completion_batch_joins_through_the_primary_key(stale_stats: PgSchema) -
     )
     update_part = plan.split("CTE logged")[0]
     assert "jobs_pkey" in update_part, plan
-    assert "jobs_leased_queue_idx" not in update_part and "Seq Scan on jobs" not in update_part, plan
+    assert "jobs_leased_queue_idx" not in update_part and "Seq Scan on jobs" not in update_part, (
+        plan
+    )
 
 
 @pytest.mark.parametrize("name", ["extend_leases", "release"])

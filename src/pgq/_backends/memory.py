@@ -31,6 +31,7 @@ from pgq._domain import (
     can_move,
     circuit_after_failures,
     circuit_after_success,
+    circuit_as_of,
     circuit_at,
 )
 from pgq._errors import InvalidTransition, JobNotFound
@@ -507,6 +508,8 @@ class InMemoryBackend:
 
     def set_paused(self, queue: str, paused: bool, *, by: str) -> bool:
         with self._lock:
+            if not paused and queue not in self._queues:
+                return False
             q = self._queue_row(queue)
             if q.paused == paused:
                 return False
@@ -564,19 +567,11 @@ class InMemoryBackend:
                 c = q.policy.circuit
                 if c is None or q.circuit.state is not CircuitState.OPEN:
                     continue
-                if circuit_at(q.circuit, now, cooldown_s=c.cooldown) is CircuitState.HALF_OPEN:
-                    q.circuit = CircuitView(
-                        CircuitState.HALF_OPEN,
-                        now,
-                        q.circuit.recent,
-                        f"cooldown of {c.cooldown:g}s passed",
-                    )
+                moved = circuit_as_of(q.circuit, now, cooldown_s=c.cooldown)
+                if moved.state is CircuitState.HALF_OPEN:
+                    q.circuit = moved
                     self._queue_event(
-                        q,
-                        "circuit",
-                        from_state="open",
-                        to_state="half_open",
-                        reason=q.circuit.reason,
+                        q, "circuit", from_state="open", to_state="half_open", reason=moved.reason
                     )
                     self._notify([q.policy.name])
                     n += 1
@@ -616,7 +611,9 @@ class InMemoryBackend:
                     if r.state in RUNNABLE and r.run_at <= now:
                         oldest = r.run_at if oldest is None else min(oldest, r.run_at)
                 q = self._queues.get(name)
-                circuit = None if q is None or q.policy.circuit is None else q.circuit
+                circuit = None
+                if q is not None and q.policy.circuit is not None:
+                    circuit = circuit_as_of(q.circuit, now, cooldown_s=q.policy.circuit.cooldown)
                 out.append(
                     QueueInfo(
                         name=name,
@@ -637,7 +634,7 @@ class InMemoryBackend:
 
     def report_restart_required(self, worker_id: str, changes: Sequence[str]) -> None:
         with self._lock:
-            if changes:
+            if changes and worker_id in self._workers:  # as the workers row it lives in
                 self._restart_required[worker_id] = list(changes)
             else:
                 self._restart_required.pop(worker_id, None)

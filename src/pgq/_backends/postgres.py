@@ -31,6 +31,7 @@ from pgq._domain import (
     State,
     circuit_after_failures,
     circuit_after_success,
+    circuit_as_of,
     circuit_at,
 )
 from pgq._errors import DatabaseError, InvalidTransition, JobNotFound
@@ -478,16 +479,16 @@ class PostgresBackend:
         for name in names:
             row = rows.get(name)
             policy = _policy_from_row(row) if row else None
-            has_circuit = policy is not None and policy.circuit is not None
+            circuit = _circuit_now(row) if row is not None and row[4] is not None else None
             out.append(
                 QueueInfo(
                     name=name,
                     counts=counts.get(name, {}),
                     policy=policy,
                     paused=bool(row and row[15]),
-                    circuit_state=row[16] if row is not None and has_circuit else "closed",
-                    circuit_since=row[17] if row is not None and has_circuit else None,
-                    circuit_reason=row[18] if row is not None and has_circuit else None,
+                    circuit_state=str(circuit.state) if circuit else "closed",
+                    circuit_since=circuit.since if circuit else None,
+                    circuit_reason=circuit.reason if circuit else None,
                     oldest_runnable_age_s=oldest.get(name),
                     restart_required=[
                         n for n in notes if n.startswith((f"queues.{name}.", f"queue {name} "))
@@ -633,6 +634,13 @@ def _policy_params(policy: Queue) -> dict[str, Any]:
         "retention_completed_s": retention.completed if retention else None,
         "retention_dead_s": retention.dead if retention else None,
     }
+
+
+def _circuit_now(row: Sequence[Any]) -> CircuitView:
+    """A read_policies row's circuit as it stands now (open past its cooldown: half-open)."""
+    state, since, reason, now = row[16:20]
+    view = CircuitView(CircuitState(state), since, (), reason)
+    return circuit_as_of(view, now, cooldown_s=row[6])
 
 
 def _policy_from_row(row: Sequence[Any]) -> Queue:

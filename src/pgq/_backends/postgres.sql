@@ -691,7 +691,7 @@ select name, 'policy', 'live settings reloaded', %(worker_id)s
 select name, concurrency, rate_limit, rate_per_s, circuit_failures, circuit_window_s,
        circuit_cooldown_s, circuit_probes, circuit_on, max_attempts, backoff_base_s,
        backoff_cap_s, timeout_s, retention_completed_s, retention_dead_s, paused,
-       circuit_state, circuit_since, circuit_reason
+       circuit_state, circuit_since, circuit_reason, now() as now
   from {schema}.queues
  order by name;
 
@@ -779,7 +779,7 @@ select count(pg_notify(%(channel)s, name))::int as n
 with due as (
     update {schema}.queues
        set circuit_state = 'half_open',
-           circuit_since = now(),
+           circuit_since = circuit_since + make_interval(secs => circuit_cooldown_s),
            circuit_reason = 'cooldown of ' || circuit_cooldown_s::text || 's passed'
      where circuit_failures is not null
        and circuit_state = 'open'
