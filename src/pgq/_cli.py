@@ -168,45 +168,63 @@ def worker(
         w.run()
 
 
+_queue_dsn_option = click.option(
+    "--dsn", envvar="PGQ_DSN", help="PostgreSQL connection string (default: $PGQ_DSN)."
+)
+_queue_schema_option = click.option(
+    "--schema", envvar="PGQ_SCHEMA", help="Schema holding pgq's tables ($PGQ_SCHEMA; pgq)."
+)
+
+
 @cli.group(invoke_without_command=True)
+@_queue_dsn_option
+@_queue_schema_option
 @click.pass_context
-@_dsn_option
-@_schema_option
 @_friendly
-def queues(ctx: click.Context, dsn: str | None, schema: str) -> None:
+def queues(ctx: click.Context, dsn: str | None, schema: str | None) -> None:
     """List queues (the default), or pause / resume one."""
+    ctx.obj = {"dsn": dsn, "schema": schema}  # given before the subcommand: they apply to it
     if ctx.invoked_subcommand is None:
-        _print_queues(pgq.list_queues(_require_dsn(dsn), schema=schema))
+        _print_queues(pgq.list_queues(_require_dsn(dsn), schema=schema or "pgq"))
+
+
+def _queue_target(dsn: str | None, schema: str | None) -> tuple[str, str]:
+    """--dsn / --schema given after the subcommand, else before it, else the defaults."""
+    given = click.get_current_context().find_object(dict) or {}
+    return _require_dsn(dsn or given.get("dsn")), schema or given.get("schema") or "pgq"
 
 
 @queues.command("list")
-@_dsn_option
-@_schema_option
+@_queue_dsn_option
+@_queue_schema_option
 @_friendly
-def queues_list(dsn: str | None, schema: str) -> None:
+def queues_list(dsn: str | None, schema: str | None) -> None:
     """Every queue: jobs by state, running against its cap, rate, circuit, paused, oldest job."""
-    _print_queues(pgq.list_queues(_require_dsn(dsn), schema=schema))
+    dsn, schema = _queue_target(dsn, schema)
+    _print_queues(pgq.list_queues(dsn, schema=schema))
 
 
 @queues.command("pause")
 @click.argument("name")
-@_dsn_option
-@_schema_option
+@_queue_dsn_option
+@_queue_schema_option
 @_friendly
-def queues_pause(name: str, dsn: str | None, schema: str) -> None:
+def queues_pause(name: str, dsn: str | None, schema: str | None) -> None:
     """Stop claiming from a queue (it still accepts jobs; running jobs finish)."""
-    changed = pgq.pause_queue(_require_dsn(dsn), name, schema=schema)
+    dsn, schema = _queue_target(dsn, schema)
+    changed = pgq.pause_queue(dsn, name, schema=schema)
     click.echo(f"queue {name!r} paused" if changed else f"queue {name!r} was already paused")
 
 
 @queues.command("resume")
 @click.argument("name")
-@_dsn_option
-@_schema_option
+@_queue_dsn_option
+@_queue_schema_option
 @_friendly
-def queues_resume(name: str, dsn: str | None, schema: str) -> None:
+def queues_resume(name: str, dsn: str | None, schema: str | None) -> None:
     """Let workers claim from a paused queue again."""
-    changed = pgq.resume_queue(_require_dsn(dsn), name, schema=schema)
+    dsn, schema = _queue_target(dsn, schema)
+    changed = pgq.resume_queue(dsn, name, schema=schema)
     click.echo(f"queue {name!r} resumed" if changed else f"queue {name!r} was not paused")
 
 

@@ -228,6 +228,7 @@ class Worker:
         self._rate_hot_until = 0.0  # time.monotonic(): a rated queue gave jobs lately
         self._rate_poll_s = math.inf  # idle wait while a rated queue is hot
         self._express: collections.deque[ClaimedJob] = collections.deque()
+        self._held_since: float | None = None  # burst mode: due jobs held back since
 
     # -- public ----------------------------------------------------------------------------
 
@@ -431,7 +432,18 @@ class Worker:
         due = self._retry_forever("look for due jobs", lambda: backend.next_due_in(queues))
         if due is None or due > max_wait:
             return None
-        return max(due, 0.001)
+        if due > 0:
+            self._held_since = None
+            return max(due, 0.001)
+        # A job is due, yet the last claim took nothing: a cap held by other workers, a rate
+        # window or an open circuit holds it back. Look again at a modest pace, and leave
+        # once it has been held back for longer than max_wait.
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since > max_wait:
+            return None
+        return min(self.poll_interval_s, max(0.01, self._rate_poll_s))
 
     def _claim(self, backend: Backend, free: int) -> bool:
         """Claim up to `free` jobs over the queues served; True if some queue may hold more."""
@@ -463,6 +475,7 @@ class Worker:
             got[job.queue] = got.get(job.queue, 0) + 1
         self._busy = {q for q, want in wants if got.get(q, 0) >= want}
         if jobs:
+            self._held_since = None
             tasks, timeouts = self.tasks, self._timeouts
             with self._lock:
                 for job in jobs:

@@ -110,7 +110,7 @@ def test_circuit_opens_after_failures_and_half_opens_after_cooldown(harness: Har
     rest = claim(harness)
     assert len(rest) == 3 and not any(j.probe for j in rest)
     moves = [(e.from_state, e.to_state) for e in info(harness).events if e.kind == "circuit"]
-    assert moves == [("half_open", "closed"), ("closed", "open")]
+    assert moves == [("half_open", "closed"), ("open", "half_open"), ("closed", "open")]
 
 
 def test_a_failed_probe_reopens_the_circuit(harness: Harness) -> None:

@@ -158,3 +158,18 @@ def test_a_bad_config_file_stops_the_worker_before_it_starts(
     config.write_text("[queues.emails]\nconcurency = 1\n")
     with pytest.raises(pgq.ConfigError, match=r"queues\.emails\.concurency: unknown key"):
         harness.worker(config=config)
+
+
+@pytest.mark.timeout(60)
+def test_burst_mode_leaves_jobs_an_open_circuit_holds_back(
+    harness: Harness, downstream: dict[str, bool]
+) -> None:
+    circuit = pgq.Circuit(failures=1, window=30.0, cooldown=300.0)
+    jobs = [harness.enqueue(tasks.depends_on_downstream).id for _ in range(3)]
+    worker = harness.worker(queues=[pgq.Queue("flaky", circuit=circuit)], concurrency=1, prefetch=0)
+    started = time.monotonic()
+    worker.run_until_empty(max_wait=0.5)
+    assert time.monotonic() - started < 5.0
+    assert sorted(harness.get(i).attempt for i in jobs) == [0, 0, 1]
+    info = queue_info(harness, "flaky")
+    assert info is not None and info.circuit_state == "open"

@@ -136,7 +136,7 @@ def test_pause_from_the_cli_stops_claims_of_a_running_worker(
     procs.worker("--concurrency", "2")
     wait_for(lambda: live_workers(pg_schema) == 1, timeout=30, what="the worker to start")
     cli = ("--dsn", pg_schema.dsn, "--schema", pg_schema.schema)
-    paused = run_cli("queues", "pause", "default", *cli)
+    paused = run_cli("queues", *cli, "pause", "default")  # options before the subcommand too
     assert (paused.returncode, paused.stdout.strip()) == (0, "queue 'default' paused")
     pg_schema.enqueue_noops(5)
     pg_schema.enqueue_noops(3, queue="other")

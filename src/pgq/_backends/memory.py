@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from pgq._domain import (
     circuit_at,
 )
 from pgq._errors import InvalidTransition, JobNotFound
-from pgq._policy import Queue, Retention, live_update, rate_bucket_s
+from pgq._policy import Circuit, Queue, Retention, live_update, rate_bucket_s
 from pgq._records import (
     ClaimedJob,
     Enqueued,
@@ -519,45 +519,60 @@ class InMemoryBackend:
     def record_circuit_failures(
         self, queue: str, *, count: int, error: str, worker_id: str
     ) -> str | None:
-        with self._lock:
-            q = self._queues.get(queue)
-            if q is None or q.policy.circuit is None:
-                return None
-            c = q.policy.circuit
-            before = circuit_at(q.circuit, self.clock.now(), cooldown_s=c.cooldown)
-            q.circuit = circuit_after_failures(
-                q.circuit,
-                now=self.clock.now(),
+        def after(view: CircuitView, now: datetime, c: Circuit) -> CircuitView:
+            return circuit_after_failures(
+                view,
+                now=now,
                 count=count,
                 failures=c.failures,
                 window_s=c.window,
                 cooldown_s=c.cooldown,
                 error=error,
             )
-            return self._circuit_moved(q, before, worker_id)
 
-    def _circuit_moved(self, q: _QueueRow, before: CircuitState, worker_id: str) -> str | None:
-        if q.circuit.state is before:
-            return None
+        return self._move_circuit(queue, after, worker_id)
+
+    def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
+        def after(view: CircuitView, now: datetime, c: Circuit) -> CircuitView:
+            return circuit_after_success(view, now, cooldown_s=c.cooldown)
+
+        return self._move_circuit(queue, after, worker_id) is not None
+
+    def _move_circuit(
+        self,
+        queue: str,
+        after: Callable[[CircuitView, datetime, Circuit], CircuitView],
+        worker_id: str,
+    ) -> str | None:
+        """Apply a _domain decision to a circuit (as PostgresBackend._move_circuit does)."""
+        with self._lock:
+            q = self._queues.get(queue)
+            if q is None or q.policy.circuit is None:
+                return None
+            c, now = q.policy.circuit, self.clock.now()
+            current = circuit_as_of(q.circuit, now, cooldown_s=c.cooldown)
+            if current.state is not q.circuit.state:  # half-open for claims: record it first
+                self._circuit_event(q, q.circuit.state, current, None)
+            moved = after(current, now, c)
+            q.circuit = moved
+            if moved.state is current.state:
+                return None
+            self._circuit_event(q, current.state, moved, worker_id)
+            return str(moved.state)
+
+    def _circuit_event(
+        self, q: _QueueRow, before: CircuitState, view: CircuitView, worker_id: str | None
+    ) -> None:
         self._queue_event(
             q,
             "circuit",
             from_state=str(before),
-            to_state=str(q.circuit.state),
-            reason=q.circuit.reason,
+            to_state=str(view.state),
+            reason=view.reason,
             worker_id=worker_id,
         )
-        return str(q.circuit.state)
-
-    def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
-        with self._lock:
-            q = self._queues.get(queue)
-            if q is None or q.policy.circuit is None:
-                return False
-            now = self.clock.now()
-            before = circuit_at(q.circuit, now, cooldown_s=q.policy.circuit.cooldown)
-            q.circuit = circuit_after_success(q.circuit, now, cooldown_s=q.policy.circuit.cooldown)
-            return self._circuit_moved(q, before, worker_id) is not None
+        if view.state is not CircuitState.OPEN:
+            self._notify([q.policy.name])
 
     def advance_circuits(self) -> int:
         n = 0
@@ -569,11 +584,8 @@ class InMemoryBackend:
                     continue
                 moved = circuit_as_of(q.circuit, now, cooldown_s=c.cooldown)
                 if moved.state is CircuitState.HALF_OPEN:
+                    self._circuit_event(q, q.circuit.state, moved, None)
                     q.circuit = moved
-                    self._queue_event(
-                        q, "circuit", from_state="open", to_state="half_open", reason=moved.reason
-                    )
-                    self._notify([q.policy.name])
                     n += 1
         return n
 

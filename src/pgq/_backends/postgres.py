@@ -32,7 +32,6 @@ from pgq._domain import (
     circuit_after_failures,
     circuit_after_success,
     circuit_as_of,
-    circuit_at,
 )
 from pgq._errors import DatabaseError, InvalidTransition, JobNotFound
 from pgq._policy import (
@@ -421,7 +420,10 @@ class PostgresBackend:
         after: Callable[[CircuitView, Any, Circuit], CircuitView],
         worker_id: str,
     ) -> str | None:
-        """Lock a circuit, apply a _domain decision to it, write it back: one transaction."""
+        """Lock a circuit, apply a _domain decision to it, write it back: one transaction.
+
+        An open circuit whose cooldown passed is half-open for claims before any worker
+        records it (advance_circuits): that move is written first, so the history has it."""
         with translate_errors(self.schema), self._connect() as conn, _atomic(conn):
             cur = conn.cursor(row_factory=tuple_row)
             row = cur.execute(self._q["circuit_for_update"], {"queue": queue}).fetchone()
@@ -429,23 +431,29 @@ class PostgresBackend:
                 return None
             state, since, recent, reason, failures, window_s, cooldown_s, now = row
             circuit = Circuit(failures=failures, window=window_s, cooldown=cooldown_s)
-            view = CircuitView(CircuitState(state), since, tuple(recent), reason)
-            before = circuit_at(view, now, cooldown_s=cooldown_s)
-            moved = after(view, now, circuit)
-            cur.execute(
-                self._q["circuit_write"],
-                {
-                    "queue": queue,
-                    "state": str(moved.state),
-                    "since": moved.since,
-                    "recent": list(moved.recent),
-                    "reason": moved.reason,
-                    "from_state": None if moved.state is before else str(before),
-                    "worker_id": worker_id,
-                    "channel": self.channel,
-                },
-            )
-            return None if moved.state is before else str(moved.state)
+            stored = CircuitView(CircuitState(state), since, tuple(recent), reason)
+            current = circuit_as_of(stored, now, cooldown_s=cooldown_s)
+            moved = after(current, now, circuit)
+            writes: list[tuple[CircuitView, CircuitState, str | None]] = [
+                (moved, current.state, worker_id)
+            ]
+            if current.state is not stored.state:
+                writes.insert(0, (current, stored.state, None))
+            for view, before, by in writes:
+                cur.execute(
+                    self._q["circuit_write"],
+                    {
+                        "queue": queue,
+                        "state": str(view.state),
+                        "since": view.since,
+                        "recent": list(view.recent),
+                        "reason": view.reason,
+                        "from_state": None if view.state is before else str(before),
+                        "worker_id": by,
+                        "channel": self.channel,
+                    },
+                )
+            return None if moved.state is current.state else str(moved.state)
 
     def advance_circuits(self) -> int:
         [(n,)] = self._rows("advance_circuits", {"channel": self.channel})

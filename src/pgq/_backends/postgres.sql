@@ -749,7 +749,7 @@ select circuit_state, circuit_since, circuit_recent, circuit_reason, circuit_fai
 
 -- name: circuit_write
 -- Writes a circuit back (see circuit_for_update), with an event when its state moved; a
--- circuit that closed wakes idle workers.
+-- circuit that closed or half-opened wakes idle workers.
 -- Index: queues_pkey.
 with written as (
     update {schema}.queues
@@ -768,7 +768,7 @@ logged as (
 )
 select count(pg_notify(%(channel)s, name))::int as n
   from written
- where %(state)s = 'closed'
+ where %(state)s <> 'open'
    and %(from_state)s::text is not null;
 
 -- name: advance_circuits
@@ -804,7 +804,8 @@ select count(*)::int as n
 -- default 1 day; dead and cancelled: retention_dead_s, default 14 days), with their events,
 -- at most `limit` per queue and state per call: small batches that hold few locks and leave
 -- little for vacuum at once. The queues come from a loose index scan of jobs_finished_idx;
--- SKIP LOCKED lets every worker run it at once.
+-- SKIP LOCKED lets every worker run it at once. It also drops rate-limit buckets that no
+-- window reaches any more.
 -- Index: jobs_finished_idx (queue, state, finished_at) where finished_at is not null;
 -- job_events_pkey (job_id, id) for the events.
 with recursive finished (queue) as (
@@ -857,6 +858,11 @@ jobs_gone as (
     delete from {schema}.jobs
      where id = any(array(select doomed.id from doomed))
  returning id
+),
+buckets_gone as (
+    delete from {schema}.queue_starts as qs
+     where qs.bucket_at < now() - make_interval(secs => 1 + 1.05 * coalesce(
+               (select q.rate_per_s from {schema}.queues as q where q.name = qs.queue), 0))
 )
 select count(*)::int as n
   from jobs_gone;
@@ -884,10 +890,12 @@ select e.queue, e.kind, e.at, e.from_state, e.to_state, e.reason, e.worker_id
  order by e.queue, e.id desc;
 
 -- name: restart_notes
--- What live workers refused to apply from a reloaded config, for `pgq queues`.
+-- What live workers refused to apply from a reloaded config, for `pgq queues`. A worker that
+-- has not been seen for 10 minutes is gone (killed): its note no longer applies.
 select restart_required
   from {schema}.workers
- where restart_required is not null;
+ where restart_required is not null
+   and last_seen_at > now() - interval '10 minutes';
 
 -- name: report_restart_required
 -- Records what this worker refused to apply from a reloaded config (null: nothing).
