@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -20,7 +21,13 @@ import pydantic
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
 from pydantic.dataclasses import dataclass
 
-from pgq._domain import Backoff, check_queue_name
+from pgq._domain import (
+    Backoff,
+    CircuitView,
+    check_queue_name,
+    circuit_after_failures,
+    circuit_after_success,
+)
 from pgq._errors import ConfigError, Fail, Retry
 
 _STRICT = ConfigDict(extra="forbid")
@@ -141,6 +148,32 @@ class Queue:
     @property
     def effective_retention(self) -> Retention:
         return self.retention or Retention()
+
+
+CircuitMove = Callable[[CircuitView, datetime, Circuit], CircuitView]
+"""A circuit decision as backends apply it: (the circuit now, the database's now, its settings)."""
+
+
+def circuit_failed(count: int, error: str) -> CircuitMove:
+    """The decision for `count` counted failures, the last with `error`."""
+
+    def move(view: CircuitView, now: datetime, circuit: Circuit) -> CircuitView:
+        return circuit_after_failures(
+            view,
+            now=now,
+            count=count,
+            failures=circuit.failures,
+            window_s=circuit.window,
+            cooldown_s=circuit.cooldown,
+            error=error,
+        )
+
+    return move
+
+
+def probe_succeeded(view: CircuitView, now: datetime, circuit: Circuit) -> CircuitView:
+    """The decision for a probe that succeeded."""
+    return circuit_after_success(view, now, cooldown_s=circuit.cooldown)
 
 
 def rate_bucket_s(rate: Rate) -> float:

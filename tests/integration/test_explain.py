@@ -166,3 +166,23 @@ def test_idempotent_enqueue_uses_its_unique_index(pg_schema: PgSchema) -> None:
         [pg_schema.schema],
     )
     assert "UNIQUE" in indexdef and "idempotency_key IS NOT NULL" in indexdef
+
+
+def test_retention_reads_only_finished_rows_past_their_time(pg_schema: PgSchema) -> None:
+    pg_schema.sql(
+        "insert into {schema}.jobs (queue, task, args, state, finished_at) "
+        "select 'q' || (n %% 3), 'tests.tasks.noop', '{{}}', "
+        "       case when n %% 10 = 0 then 'dead' else 'queued' end, "
+        "       case when n %% 10 = 0 then now() - interval '30 days' end "
+        "from generate_series(1, %s) as n",
+        [FLOOD],
+    )
+    pg_schema.sql("analyze {schema}.jobs")
+    plan = generic_plan(
+        pg_schema,
+        "prune_finished",
+        {"limit": 500, "completed_s": 86400.0, "dead_s": 1209600.0},
+        analyze=True,
+    )
+    assert "jobs_finished_idx" in plan, plan
+    assert not re.search(r"Seq Scan on jobs", plan), plan

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,13 +29,19 @@ from pgq._domain import (
     State,
     after_lease_expired,
     can_move,
-    circuit_after_failures,
-    circuit_after_success,
     circuit_as_of,
     circuit_at,
 )
 from pgq._errors import InvalidTransition, JobNotFound
-from pgq._policy import Circuit, Queue, Retention, live_update, rate_bucket_s
+from pgq._policy import (
+    CircuitMove,
+    Queue,
+    Retention,
+    circuit_failed,
+    live_update,
+    probe_succeeded,
+    rate_bucket_s,
+)
 from pgq._records import (
     ClaimedJob,
     Enqueued,
@@ -519,29 +525,15 @@ class InMemoryBackend:
     def record_circuit_failures(
         self, queue: str, *, count: int, error: str, worker_id: str
     ) -> str | None:
-        def after(view: CircuitView, now: datetime, c: Circuit) -> CircuitView:
-            return circuit_after_failures(
-                view,
-                now=now,
-                count=count,
-                failures=c.failures,
-                window_s=c.window,
-                cooldown_s=c.cooldown,
-                error=error,
-            )
-
-        return self._move_circuit(queue, after, worker_id)
+        return self._move_circuit(queue, circuit_failed(count, error), worker_id)
 
     def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
-        def after(view: CircuitView, now: datetime, c: Circuit) -> CircuitView:
-            return circuit_after_success(view, now, cooldown_s=c.cooldown)
-
-        return self._move_circuit(queue, after, worker_id) is not None
+        return self._move_circuit(queue, probe_succeeded, worker_id) is not None
 
     def _move_circuit(
         self,
         queue: str,
-        after: Callable[[CircuitView, datetime, Circuit], CircuitView],
+        after: CircuitMove,
         worker_id: str,
     ) -> str | None:
         """Apply a _domain decision to a circuit (as PostgresBackend._move_circuit does)."""

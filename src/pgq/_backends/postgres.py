@@ -29,8 +29,6 @@ from pgq._domain import (
     Outcome,
     RetryIn,
     State,
-    circuit_after_failures,
-    circuit_after_success,
     circuit_as_of,
 )
 from pgq._errors import DatabaseError, InvalidTransition, JobNotFound
@@ -38,9 +36,12 @@ from pgq._policy import (
     DEFAULT_RETENTION_COMPLETED_S,
     DEFAULT_RETENTION_DEAD_S,
     Circuit,
+    CircuitMove,
     Queue,
     Rate,
     Retention,
+    circuit_failed,
+    probe_succeeded,
 )
 from pgq._records import (
     ClaimedJob,
@@ -395,29 +396,15 @@ class PostgresBackend:
     def record_circuit_failures(
         self, queue: str, *, count: int, error: str, worker_id: str
     ) -> str | None:
-        def after(view: CircuitView, now: Any, circuit: Circuit) -> CircuitView:
-            return circuit_after_failures(
-                view,
-                now=now,
-                count=count,
-                failures=circuit.failures,
-                window_s=circuit.window,
-                cooldown_s=circuit.cooldown,
-                error=error,
-            )
-
-        return self._move_circuit(queue, after, worker_id)
+        return self._move_circuit(queue, circuit_failed(count, error), worker_id)
 
     def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
-        def after(view: CircuitView, now: Any, circuit: Circuit) -> CircuitView:
-            return circuit_after_success(view, now, cooldown_s=circuit.cooldown)
-
-        return self._move_circuit(queue, after, worker_id) is not None
+        return self._move_circuit(queue, probe_succeeded, worker_id) is not None
 
     def _move_circuit(
         self,
         queue: str,
-        after: Callable[[CircuitView, Any, Circuit], CircuitView],
+        after: CircuitMove,
         worker_id: str,
     ) -> str | None:
         """Lock a circuit, apply a _domain decision to it, write it back: one transaction.
