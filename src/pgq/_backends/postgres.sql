@@ -774,16 +774,23 @@ select count(pg_notify(%(channel)s, name))::int as n
 -- name: advance_circuits
 -- Records open circuits whose cooldown has passed as half-open (claims already treat them so:
 -- this writes the transition and its event, and wakes idle workers to send the probes).
--- Row locks make it safe for every worker to run it at once.
+-- Row locks make it safe for every worker to run it at once; they are taken in name order, as
+-- claim_lock takes them, so the two never wait on each other in a cycle.
 -- Index: a sequential scan of queues, one row per queue with a policy.
 with due as (
     update {schema}.queues
        set circuit_state = 'half_open',
            circuit_since = circuit_since + make_interval(secs => circuit_cooldown_s),
            circuit_reason = 'cooldown of ' || circuit_cooldown_s::text || 's passed'
-     where circuit_failures is not null
+     where name in (
+            select name
+              from {schema}.queues
+             where circuit_failures is not null
+               and circuit_state = 'open'
+               and now() >= circuit_since + make_interval(secs => circuit_cooldown_s)
+             order by name
+               for update)
        and circuit_state = 'open'
-       and now() >= circuit_since + make_interval(secs => circuit_cooldown_s)
  returning name, circuit_reason
 ),
 logged as (
