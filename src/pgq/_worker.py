@@ -606,7 +606,9 @@ class Worker:
         ]
         held = backend.complete_many(successes) if successes else set()
         lost.extend(lease for lease in successes if lease not in held)
-        self._feed_circuits(backend, results, held)
+        # Its own errors stay its own: the results above are written, and writing them again
+        # would find their leases gone and record them as discarded.
+        self._safely("circuit update", lambda: self._feed_circuits(backend, results, held))
         for lease in lost:
             logger.warning(
                 "late result discarded",
