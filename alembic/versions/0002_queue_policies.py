@@ -42,6 +42,9 @@ def upgrade(schema: str) -> None:
         sa.Column("retention_completed_s", sa.Float, nullable=True),
         sa.Column("retention_dead_s", sa.Float, nullable=True),
         sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+        # Bumped by every claim that guards the queue: a claim whose snapshot missed another
+        # claim's bump (it committed meanwhile) takes nothing from the queue that time.
+        sa.Column("claims", sa.BigInteger, nullable=False, server_default="0"),
         # The circuit, shared through the database. `circuit_recent` holds the times of the
         # latest counted failures (at most circuit_failures of them, within the window).
         sa.Column("circuit_state", sa.Text, nullable=False, server_default="closed"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 
 import pytest
 
@@ -128,3 +130,50 @@ def test_fencing_under_a_racing_reaper(pg_schema: PgSchema) -> None:
         assert double == 0
     finally:
         backend.close()
+
+
+@pytest.mark.timeout(120)
+def test_racing_claims_never_pass_a_concurrency_cap(pg_schema: PgSchema) -> None:
+    """8 threads claim, hold for a moment and complete a capped queue's jobs as fast as they
+    can. Each batch is held from after its claim returned (it committed) until before its
+    completion is sent (it has not committed): inside the span the database counts those
+    jobs as running, so these spans may never overlap by more than the cap."""
+    cap = 4
+    ids = pg_schema.enqueue_noops(600, queue="capped")
+    setup = pg_schema.new_backend()
+    setup.write_policies([pgq.Queue("capped", concurrency=cap)], worker_id="test")
+    setup.close()
+    start = threading.Barrier(8)
+    spans: dict[int, list[tuple[float, float, int]]] = {n: [] for n in range(8)}
+
+    def claimer(n: int) -> None:
+        backend = pg_schema.new_backend()
+        try:
+            start.wait()
+            idle = 0
+            while idle < 50:
+                batch = backend.claim(
+                    worker_id=f"w{n}", wants=[("capped", 3)], lease_s=30.0, guarded=["capped"]
+                )
+                if not batch:
+                    idle += 1
+                    continue
+                idle = 0
+                claimed_at = time.monotonic()
+                time.sleep(0.001)
+                spans[n].append((claimed_at, time.monotonic(), len(batch)))
+                assert len(backend.complete_many([c.lease for c in batch])) == len(batch)
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=claimer, args=(n,), name=f"capped-{n}") for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pg_schema.states() == {"completed": 600}
+    held = [span for per_thread in spans.values() for span in per_thread]
+    assert sum(n for _, _, n in held) == len(ids)
+    assert sum(1 for per_thread in spans.values() if per_thread) >= 2  # they really raced
+    edges = sorted([(s, n) for s, _, n in held] + [(e, -n) for _, e, n in held])
+    assert max(itertools.accumulate(n for _, n in edges)) == cap  # reached, never passed

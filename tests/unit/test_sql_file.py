@@ -22,7 +22,6 @@ HELPERS = {
     "copy_jobs": "enqueue_many's COPY path for large plain batches",
     "copy_events": "enqueue_many's COPY path for large plain batches",
     "copy_notify": "enqueue_many's COPY path for large plain batches",
-    "claim_lock": "claim runs it first when it guards a capped, rated or circuit queue",
     "write_policy": "write_policies runs it for a worker start (every setting)",
     "write_live_policy": "write_policies runs it for a reload (live settings only)",
     "circuit_for_update": "record_circuit_failures / record_probe_success read the circuit",

@@ -292,28 +292,27 @@ class PostgresBackend:
         wants = [(q, n) for q, n in wants if n > 0]
         if not wants:
             return []
-        queues = [q for q, _ in wants]
         params = {
-            "queues": queues,
+            "queues": [q for q, _ in wants],
             "limits": [n for _, n in wants],
             "worker_id": worker_id,
             "lease_s": lease_s,
             "task_names": list(max_attempts or ()),
             "task_max_attempts": list((max_attempts or {}).values()),
-            "guarded": [q for q in guarded if q in queues],
+            "guarded": sorted(set(guarded)),  # name order: the row locks never wait in a cycle
         }
-        if not params["guarded"]:
-            rows = self._rows("claim", params)
-        else:
-            # Lock the guarded queues' policy rows, then claim, in one transaction and one
-            # round trip: the claim's snapshot is taken after the lock is granted.
-            with translate_errors(self.schema), self._connect() as conn:
-                cur = conn.cursor(row_factory=tuple_row)
-                with conn.pipeline(), _atomic(conn):
-                    conn.execute(self._q["claim_lock"], {"queues": params["guarded"]})
-                    cur.execute(self._q["claim"], params)
-                rows = cur.fetchall()
-        return list(map(ClaimedJob._make, rows))
+        claimed: list[ClaimedJob] = []
+        for _ in range(_CLAIM_TRIES):
+            stale: list[tuple[str, int]] = []
+            for row in self._rows("claim", params):
+                if row[0]:
+                    claimed.append(ClaimedJob._make(row))
+                else:  # another claim of this guarded queue committed meanwhile: ask again
+                    stale.append((row[1], dict(wants)[row[1]]))
+            if not stale:
+                break
+            params |= {"queues": [q for q, _ in stale], "limits": [n for _, n in stale]}
+        return claimed
 
     def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:
         held: set[Lease] = set()
@@ -599,6 +598,10 @@ def _atomic(conn: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     return conn.transaction() if conn.autocommit and idle else contextlib.nullcontext()
 
+
+# A claim of a guarded queue that lost a race with another claim is asked again at most this
+# many times in a row (then the worker's next claim tries).
+_CLAIM_TRIES = 5
 
 # Batches at least this large, with no idempotency key, delay or run_at, are written with COPY.
 _COPY_MIN = 100

@@ -159,14 +159,20 @@ select inserted.id, inserted.created
 -- the whole jobs table (a sequential scan per claim) whenever it thought the table small.
 -- A job enqueued without max_attempts gets its task's own setting stamped here (the worker
 -- knows its tasks; the reaper does not), so every later decision sees it.
+--
 -- Queue policy (`allowed`): a queue without a policy row gives what was asked. A paused queue,
 -- or one whose circuit is open and cooling down, gives nothing. A queue with a cap, a rate or
--- a circuit gives jobs only when it is among `guarded`: its policy row was locked by
--- claim_lock earlier in this transaction, so this statement's snapshot, taken after the lock,
--- sees every job other workers claimed from it. The running count (cap, half-open probes) and
--- the starts of the last period (rate) are read only for queues that have those settings.
--- The rate window is counted in buckets of a twentieth of the period (what
--- _backends/memory.py mirrors), by statement_timestamp(): it follows the lock, unlike now().
+-- a circuit gives jobs only when it is among `guarded`, whose policy rows `bumped` updates:
+-- the row lock makes guarded claims of one queue take turns, and the counter tells a claim
+-- whether another one committed after this statement's snapshot was taken (the row's latest
+-- `claims` is then more than one ahead of the snapshot's). Such a claim cannot see that
+-- claim's jobs in its running count or rate window, so it takes nothing from the queue and
+-- says so with a row of id 0 (the backend claims again at once, with a fresh snapshot). A
+-- claim that passes sees every job any earlier claim of the queue took: caps and rates are
+-- exact across workers, in one statement and no explicit transaction.
+-- The running count (cap, half-open probes) and the starts of the last period (rate) are read
+-- only for queues that have those settings. The rate window is counted in buckets of a
+-- twentieth of the period (what _backends/memory.py mirrors).
 -- Index: jobs_claim_idx (queue, priority, run_at, id) where state in ('queued', 'retrying');
 -- jobs_leased_queue_idx (queue) where lease_expires_at is not null for the running count;
 -- the primary keys of queues and queue_starts.
@@ -176,6 +182,12 @@ with wanted as (
     select w.queue, w.lim
       from unnest(%(queues)s::text[], %(limits)s::int[]) as w (queue, lim)
 ),
+bumped as (
+    update {schema}.queues as q
+       set claims = q.claims + 1
+     where q.name = any(%(guarded)s::text[])
+ returning q.name, q.claims
+),
 allowed as (
     select wanted.queue,
            case
@@ -183,7 +195,7 @@ allowed as (
                when q.paused then 0
                when q.concurrency is null and q.rate_limit is null and q.circuit_failures is null
                    then wanted.lim
-               when not wanted.queue = any(%(guarded)s::text[]) then 0
+               when b.name is null or b.claims <> q.claims + 1 then 0
                when q.circuit_failures is not null
                     and q.circuit_state = 'open'
                     and now() < q.circuit_since + make_interval(secs => q.circuit_cooldown_s)
@@ -195,12 +207,15 @@ allowed as (
                         then q.circuit_probes - r.running end,
                    q.rate_limit - s.starts))
            end as lim,
+           coalesce(b.claims <> q.claims + 1, false) as stale,
            coalesce(q.circuit_failures is not null and q.circuit_state <> 'closed', false)
                as probe,
            q.rate_per_s
       from wanted
       left join {schema}.queues as q
         on q.name = wanted.queue
+      left join bumped as b
+        on b.name = wanted.queue
       left join lateral (
         select count(*)::int as running
           from {schema}.jobs as j
@@ -213,7 +228,7 @@ allowed as (
           from {schema}.queue_starts as qs
          where qs.queue = wanted.queue
            and q.rate_limit is not null
-           and qs.bucket_at > statement_timestamp() - make_interval(secs => q.rate_per_s * 1.05)
+           and qs.bucket_at > now() - make_interval(secs => q.rate_per_s * 1.05)
       ) as s on true
 ),
 picked as materialized (
@@ -255,7 +270,7 @@ logged as (
 rated as (
     insert into {schema}.queue_starts as qs (queue, bucket_at, starts)
     select claimed.queue,
-           date_bin(make_interval(secs => allowed.rate_per_s / 20), statement_timestamp(),
+           date_bin(make_interval(secs => allowed.rate_per_s / 20), now(),
                     timestamptz '1970-01-01 00:00:00+00'),
            count(*)
       from claimed
@@ -269,18 +284,11 @@ select claimed.id, claimed.queue, claimed.task, claimed.args, claimed.attempt,
        claimed.max_attempts, %(worker_id)s::text as worker_id, picked.probe
   from claimed
   join picked
-    on picked.id = claimed.id;
-
--- name: claim_lock
--- Locks the policy rows of the queues a claim guards (those with a cap, a rate or a circuit),
--- in name order so that two workers never wait on each other in a cycle. Held until the claim
--- commits: claims of one guarded queue take turns, each seeing the jobs the last one took.
--- Index: queues_pkey.
-select name
-  from {schema}.queues
- where name = any(%(queues)s::text[])
- order by name
-   for update;
+    on picked.id = claimed.id
+ union all
+select 0, allowed.queue, '', null, 0, null, %(worker_id)s::text, false
+  from allowed
+ where allowed.stale;
 
 -- name: extend_leases
 -- The heartbeat: one statement extends every lease a worker holds. Fenced: a lease the reaper
@@ -775,7 +783,8 @@ select count(pg_notify(%(channel)s, name))::int as n
 -- Records open circuits whose cooldown has passed as half-open (claims already treat them so:
 -- this writes the transition and its event, and wakes idle workers to send the probes).
 -- Row locks make it safe for every worker to run it at once; they are taken in name order, as
--- claim_lock takes them, so the two never wait on each other in a cycle.
+-- claims take them (`bumped`, guarded queues sorted by name), so the two never wait on each
+-- other in a cycle.
 -- Index: a sequential scan of queues, one row per queue with a policy.
 with due as (
     update {schema}.queues
