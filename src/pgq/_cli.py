@@ -264,7 +264,7 @@ def _print_queues(infos: list[pgq.QueueInfo]) -> None:
             str(q.counts.get("dead", 0)),
             str(q.counts.get("cancelled", 0)),
             f"{rate.limit}/{rate.per:g}s" if rate else "-",
-            q.circuit_state if has_circuit else "-",
+            _circuit_cell(q) if has_circuit else "-",
             "yes" if q.paused else "no",
             _age(q.oldest_runnable_age_s),
         )
@@ -275,6 +275,12 @@ def _print_queues(infos: list[pgq.QueueInfo]) -> None:
     console.print(table)
     for note in notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)
+
+
+def _circuit_cell(q: pgq.QueueInfo) -> str:
+    if q.circuit_since is None:
+        return q.circuit_state
+    return f"{q.circuit_state} since {q.circuit_since.astimezone(UTC):%H:%M:%S}"
 
 
 def _age(seconds: float | None) -> str:
