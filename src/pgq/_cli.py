@@ -182,7 +182,7 @@ _queue_schema_option = click.option(
 @click.pass_context
 @_friendly
 def queues(ctx: click.Context, dsn: str | None, schema: str | None) -> None:
-    """List queues (the default), or pause / resume one."""
+    """List queues (the default), show one, or pause / resume one."""
     ctx.obj = {"dsn": dsn, "schema": schema}  # given before the subcommand: they apply to it
     if ctx.invoked_subcommand is None:
         _print_queues(pgq.list_queues(_require_dsn(dsn), schema=schema or "pgq"))
@@ -226,6 +226,59 @@ def queues_resume(name: str, dsn: str | None, schema: str | None) -> None:
     dsn, schema = _queue_target(dsn, schema)
     changed = pgq.resume_queue(dsn, name, schema=schema)
     click.echo(f"queue {name!r} resumed" if changed else f"queue {name!r} was not paused")
+
+
+@queues.command("show")
+@click.argument("name")
+@_queue_dsn_option
+@_queue_schema_option
+@_friendly
+def queues_show(name: str, dsn: str | None, schema: str | None) -> None:
+    """One queue: its policy, jobs by state, circuit, and its latest changes (circuit
+    transitions with their reasons, pauses, policy writes)."""
+    dsn, schema = _queue_target(dsn, schema)
+    found = [q for q in pgq.list_queues(dsn, schema=schema) if q.name == name]
+    if not found:
+        raise pgq.ConfigError(f"no queue {name!r}: it has no jobs and no policy")
+    [q] = found
+    console = Console()
+    counts = ", ".join(f"{state} {n}" for state, n in sorted(q.counts.items())) or "no jobs"
+    console.print(f"queue {q.name}  paused={'yes' if q.paused else 'no'}  {counts}", markup=False)
+    if q.policy is not None:
+        settings = {
+            k: v
+            for k, v in (
+                ("concurrency", q.policy.concurrency),
+                ("rate", q.policy.rate),
+                ("circuit", q.policy.circuit),
+                ("max_attempts", q.policy.max_attempts),
+                ("backoff", q.policy.backoff),
+                ("timeout", q.policy.timeout),
+                ("retention", q.policy.retention),
+            )
+            if v is not None
+        }
+        for key, value in settings.items():
+            console.print(f"  {key}: {value}", markup=False, highlight=False)
+    if q.policy is not None and q.policy.circuit is not None and q.circuit_since is not None:
+        since = f"{q.circuit_since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        console.print(
+            f"  circuit {q.circuit_state} since {since}: {q.circuit_reason or '-'}", markup=False
+        )
+    for line in q.restart_required:
+        console.print(f"  restart required: {line}", markup=False, highlight=False)
+    if not q.events:
+        return
+    table = Table("at (UTC)", "change", "worker", "reason", box=None)
+    for e in reversed(q.events):  # oldest first, as a timeline reads
+        change = e.kind if e.kind != "circuit" else f"circuit {e.from_state} → {e.to_state}"
+        table.add_row(
+            f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3],
+            change,
+            e.worker_id or "",
+            e.reason or "",
+        )
+    console.print(table)
 
 
 def _print_queues(infos: list[pgq.QueueInfo]) -> None:

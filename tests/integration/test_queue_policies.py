@@ -127,6 +127,14 @@ def test_open_circuit_stops_attempts_while_a_healthy_queue_keeps_running(
     listing = run_cli("queues", "--dsn", pg_schema.dsn, "--schema", pg_schema.schema)
     assert listing.returncode == 0, listing.stderr
     assert "flaky: circuit open since" in listing.stdout
+    shown = run_cli("queues", "show", "flaky", "--dsn", pg_schema.dsn, "--schema", pg_schema.schema)
+    assert shown.returncode == 0, shown.stderr
+    assert "circuit closed → open" in shown.stdout and "4 failures within 30s" in shown.stdout
+    missing = run_cli(
+        "queues", "show", "nope", "--dsn", pg_schema.dsn, "--schema", pg_schema.schema
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "pgq: error: no queue 'nope': it has no jobs and no policy"
 
 
 @pytest.mark.timeout(90)
