@@ -73,7 +73,10 @@ def test_idempotency_key_is_scoped_to_the_queue(harness: Harness) -> None:
         tasks.send_email, {"to": "a@b.c"}, idempotency_key="order-5512", queue="other"
     )
     assert elsewhere.created is True and elsewhere.id != first.id
-    assert harness.get(first.id).args == {"to": "a@b.c"}
+    record = harness.get(first.id)
+    assert record.args == {"to": "a@b.c"}
+    # The keyed statement writes the first event too; the repeat writes none.
+    assert [(e.from_state, e.to_state, e.attempt) for e in record.events] == [(None, "queued", 0)]
 
 
 def test_enqueue_many_keeps_input_order_and_folds_duplicate_keys(harness: Harness) -> None:

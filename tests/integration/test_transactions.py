@@ -108,13 +108,16 @@ def test_sqlalchemy_with_another_driver_is_a_clear_error(pg_schema: PgSchema) ->
         pgq.enqueue(Fake(), tasks.noop)
 
 
-def test_notify_wakes_listeners_at_commit_not_before(pg_schema: PgSchema) -> None:
+@pytest.mark.parametrize("key", [None, "order-1"])  # two statements: unkeyed and keyed
+def test_notify_wakes_listeners_at_commit_not_before(pg_schema: PgSchema, key: str | None) -> None:
     listener = psycopg.connect(pg_schema.dsn, autocommit=True)
     try:
         listener.execute(f'listen "pgq_{pg_schema.schema}"')
         with pg_schema.connect() as conn:
             with conn.transaction():
-                pgq.enqueue(conn, tasks.noop, queue="wake", schema=pg_schema.schema)
+                pgq.enqueue(
+                    conn, tasks.noop, queue="wake", idempotency_key=key, schema=pg_schema.schema
+                )
                 assert list(listener.notifies(timeout=0.3)) == []
             got = list(listener.notifies(timeout=2.0, stop_after=1))
         assert [n.payload for n in got] == ["wake"]

@@ -230,20 +230,22 @@ class PostgresBackend:
             return []
         if len(jobs) == 1:
             [job] = jobs
-            [(job_id, created)] = self._rows(
-                "enqueue_one",
-                {
-                    "queue": job.queue,
-                    "task": job.task,
-                    "args": job.args_json,
-                    "priority": job.priority,
-                    "run_at": job.run_at,
-                    "delay_s": job.delay_s,
-                    "key": job.idempotency_key,
-                    "max_attempts": job.max_attempts,
-                    "channel": self.channel,
-                },
-            )
+            params: dict[str, Any] = {
+                "queue": job.queue,
+                "task": job.task,
+                "args": job.args_json,
+                "priority": job.priority,
+                "run_at": job.run_at,
+                "delay_s": job.delay_s,
+                "max_attempts": job.max_attempts,
+                "channel": self.channel,
+            }
+            if job.idempotency_key is None:
+                # No ON CONFLICT, so no speculative insertion: the cheaper statement.
+                [(job_id, _)] = self._rows("enqueue_one_unkeyed", params)
+                return [Enqueued(job_id, True)]
+            params["key"] = job.idempotency_key
+            [(job_id, created)] = self._rows("enqueue_one", params)
             return [Enqueued(job_id, created)]
         if len(jobs) >= _COPY_MIN and all(
             job.idempotency_key is None and job.run_at is None and job.delay_s == 0 for job in jobs
