@@ -21,8 +21,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0003"
-# Must be "0002" once 0002 lands on main; "0001" only while this branch lacks 0002.
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
