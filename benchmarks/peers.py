@@ -93,6 +93,15 @@ def make_systems(pgq_python: str) -> dict[str, System]:
             "select count(*) from plain_jobs where state = 'completed'",
             "select count(*) from plain_jobs",
         ),
+        "plainfull": System(
+            "plainfull",
+            "plain SQL, full contract",
+            "plainsql_driver.py",
+            peers,
+            "select count(*) from plain_jobs where state = 'completed'",
+            "select count(*) from plain_jobs",
+            {"PLAIN_CONTRACT": "full"},
+        ),
         "pgq": System(
             "pgq",
             "pgq",
@@ -121,7 +130,7 @@ def make_systems(pgq_python: str) -> dict[str, System]:
     }
 
 
-SYSTEM_ORDER = ("plain", "pgq", "pgqueuer", "procrastinate")
+SYSTEM_ORDER = ("plain", "plainfull", "pgq", "pgqueuer", "procrastinate")
 
 # ---------------------------------------------------------------------------------------------
 # sizes
@@ -564,7 +573,13 @@ def report(
     results: Results, systems: Sequence[System], sizes: Sizes, errors: list[str]
 ) -> list[str]:
     present = list(systems)
-    header = ["", *[s.label for s in present], "pgq/PGQueuer", "pgq/plain SQL"]
+    header = [
+        "",
+        *[s.label for s in present],
+        "pgq/PGQueuer",
+        "pgq/plain SQL",
+        "pgq/plain SQL, full contract",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     footnotes: list[str] = []
     for scenario, metric, label, _higher in row_labels(sizes):
@@ -588,7 +603,7 @@ def report(
                 )
                 cell += f" [{len(footnotes)}]"
             cells.append(cell)
-        for other in ("pgqueuer", "plain"):
+        for other in ("pgqueuer", "plain", "plainfull"):
             a, b = medians.get("pgq"), medians.get(other)
             cells.append(f"{a / b:.2f}x" if a is not None and b else "—")
         lines.append("| " + " | ".join(cells) + " |")
@@ -677,6 +692,7 @@ def loadavg() -> str:
 def versions(system: System) -> str:
     dist = {
         "plain": "psycopg",
+        "plainfull": "psycopg",
         "pgq": "pgq-jobs",
         "pgqueuer": "pgqueuer",
         "procrastinate": "procrastinate",

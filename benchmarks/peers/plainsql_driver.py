@@ -4,10 +4,17 @@ One table, a partial index over runnable rows, claims of 100 rows with
 ``FOR UPDATE SKIP LOCKED``, completion of a whole batch in one statement, bulk enqueue with
 COPY, LISTEN/NOTIFY for pickup. No events, no leases, no retries: the least a PostgreSQL queue
 can do per job, measured with the same harness as the libraries.
+
+With ``PLAIN_CONTRACT=full`` (the "plain SQL, full contract" column) the same loop also keeps
+pgq's promises in SQL: each claim stamps attempt, worker and lease and writes a `running` event
+per job; each completion is fenced on (id, attempt, worker, state) and writes a `completed`
+event; every enqueued job gets its `queued` event. Still one thread, no task hand-off: what
+the contract costs the database, with no Python framework around it.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -58,6 +65,80 @@ returning j.id, j.task, j.args
 
 COMPLETE = "update plain_jobs set state = 'completed', finished_at = now() where id = any(%s)"
 
+FULL = os.environ.get("PLAIN_CONTRACT") == "full"
+if FULL:
+    SCHEMA = f"""
+create table plain_jobs (
+    id bigserial primary key,
+    queue text not null default 'default',
+    task text not null,
+    args jsonb not null default '{{}}',
+    state text not null default 'queued',
+    attempt int not null default 0,
+    worker_id text,
+    lease_expires_at timestamptz,
+    run_at timestamptz not null default now(),
+    created_at timestamptz not null default now(),
+    finished_at timestamptz
+);
+create index plain_jobs_runnable on plain_jobs (queue, run_at, id) where state = 'queued';
+create index plain_jobs_lease on plain_jobs (lease_expires_at) where lease_expires_at is not null;
+create table plain_events (
+    job_id bigint not null,
+    id bigserial not null,
+    from_state text,
+    to_state text not null,
+    attempt int not null,
+    worker_id text,
+    at timestamptz not null default now(),
+    primary key (job_id, id)
+);
+create function plain_jobs_notify() returns trigger language plpgsql as $$
+begin
+    perform pg_notify('{CHANNEL}', '');
+    return null;
+end $$;
+create trigger plain_jobs_notify after insert on plain_jobs
+    for each statement execute function plain_jobs_notify();
+"""
+    ENQUEUE = """
+with j as (insert into plain_jobs (task, args) values (%s, %s) returning id)
+insert into plain_events (job_id, to_state, attempt) select id, 'queued', 0 from j
+"""
+    CLAIM = f"""
+with picked as materialized (
+    select id from plain_jobs
+    where queue = 'default' and state = 'queued' and run_at <= now()
+    order by run_at, id
+    limit {BATCH}
+    for update skip locked
+),
+claimed as (
+    update plain_jobs j
+       set state = 'running', attempt = j.attempt + 1, worker_id = 'w1',
+           lease_expires_at = now() + interval '30 seconds'
+     where j.id = any(array(select id from picked))
+ returning j.id, j.task, j.args, j.attempt
+),
+logged as (
+    insert into plain_events (job_id, from_state, to_state, attempt, worker_id)
+    select id, 'queued', 'running', attempt, 'w1' from claimed
+)
+select id, task, args, attempt from claimed
+"""
+    COMPLETE = """
+with done as (
+    update plain_jobs j
+       set state = 'completed', finished_at = now(), lease_expires_at = null
+     where j.id = any(%(ids)s)
+       and j.attempt = (%(attempts)s::int[])[array_position(%(ids)s, j.id)]
+       and j.worker_id = 'w1' and j.state = 'running'
+ returning j.id, j.attempt
+)
+insert into plain_events (job_id, from_state, to_state, attempt, worker_id)
+select id, 'running', 'completed', attempt, 'w1' from done
+"""
+
 stamper = Stamper()
 
 
@@ -94,6 +175,11 @@ def enqueue_bulk(dsn: str, n: int) -> None:
         ):
             for _ in range(n):
                 copy.write_row(("noop", "{}"))
+        if FULL:  # its queued events, in the same transaction in a real system
+            conn.execute(
+                "insert into plain_events (job_id, to_state, attempt)"
+                " select id, 'queued', 0 from plain_jobs"
+            )
         emit(jobs=n, seconds=time.perf_counter() - start)
 
 
@@ -103,6 +189,14 @@ def run_batch(conn: psycopg.Connection[Any]) -> int:
     if not rows:
         return 0
     done = []
+    if FULL:
+        attempts = []
+        for job_id, task, args, attempt in rows:
+            TASKS[task](**args)
+            done.append(job_id)
+            attempts.append(attempt)
+        conn.execute(COMPLETE, {"ids": done, "attempts": attempts})
+        return len(rows)
     for job_id, task, args in rows:
         TASKS[task](**args)
         done.append(job_id)
