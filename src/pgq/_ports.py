@@ -45,6 +45,7 @@ class Backend(Protocol):
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
         guarded: Sequence[str] = (),
+        plain: bool = False,
     ) -> list[ClaimedJob]:
         """Claim up to n runnable jobs of each (queue, n), under leases of `lease_s` seconds.
 
@@ -54,6 +55,9 @@ class Backend(Protocol):
         `guarded`, whose policy rows the claim locks first, so that concurrent claims count
         each other's jobs exactly; the worker names the queues whose policies it knows to need
         that.
+
+        `plain` says that none of the queues had a policy row when the worker last looked: the
+        claim then skips the policy work, and a queue that has a row by now gives nothing.
 
         `max_attempts` maps task names to their own setting: a job enqueued without one gets
         its task's stamped at claim, so the reaper (which knows no tasks) applies it too.

@@ -462,13 +462,14 @@ class Worker:
         else:
             share = max(1, math.ceil(free / n))
             wants = [(q, share) for q in ordered]
-        guarded = self._guarded
+        guarded, stored = self._guarded, self._stored
         jobs = backend.claim(
             worker_id=self.id,
             wants=wants,
             lease_s=self.lease_s,
             max_attempts=self._task_max_attempts,
             guarded=[q for q in ordered if q in guarded] if guarded else (),
+            plain=not any(q in stored for q in ordered),
         )
         got: dict[str, int] = {}
         for job in jobs:

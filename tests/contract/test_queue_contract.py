@@ -198,3 +198,13 @@ def test_list_queues_reports_depth_running_and_policy(harness: Harness) -> None:
     assert capped.policy.rate == pgq.Rate(50)
     assert capped.oldest_runnable_age_s is not None and capped.oldest_runnable_age_s >= 0
     assert queues["plain"].policy is None and not queues["plain"].paused
+
+
+def test_a_plain_claim_skips_queues_that_have_a_policy_row(harness: Harness) -> None:
+    harness.enqueue(tasks.noop)
+    harness.enqueue(tasks.noop, queue="other")
+    assert len(claim(harness, "default", plain=True, guarded=[])) == 1
+    pgq.pause_queue(harness.target, "other", **harness.api)
+    pgq.resume_queue(harness.target, "other", **harness.api)  # a row now, with no limit
+    assert claim(harness, "other", plain=True, guarded=[]) == []
+    assert len(claim(harness, "other", guarded=[])) == 1

@@ -86,6 +86,26 @@ def test_claim_for_a_quiet_queue_never_scans_the_flood(stale_stats: PgSchema) ->
     assert all(n < 100 for n in removed), plan
 
 
+def test_plain_claim_for_a_quiet_queue_never_scans_the_flood(stale_stats: PgSchema) -> None:
+    plan = generic_plan(
+        stale_stats,
+        "claim_plain",
+        {
+            "queues": ["quiet"],
+            "limits": [10],
+            "worker_id": "w",
+            "lease_s": 30.0,
+            "task_names": ["t"],
+            "task_max_attempts": [3],
+        },
+        analyze=True,
+    )
+    assert "jobs_claim_idx" in plan, plan
+    assert not re.search(r"Seq Scan on jobs", plan), plan
+    removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)]
+    assert all(n < 100 for n in removed), plan
+
+
 def test_capped_and_rated_claim_counts_through_its_indexes(stale_stats: PgSchema) -> None:
     stale_stats.sql(
         "insert into {schema}.queues (name, concurrency, rate_limit, rate_per_s) "

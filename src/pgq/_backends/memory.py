@@ -255,11 +255,14 @@ class InMemoryBackend:
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
         guarded: Sequence[str] = (),
+        plain: bool = False,
     ) -> list[ClaimedJob]:
         claimed: list[ClaimedJob] = []
         with self._lock:
             now = self.clock.now()
             for queue, wanted in wants:
+                if plain and queue in self._queues:
+                    continue  # as claim_plain: a queue with a policy row gives nothing here
                 limit, probe = self._allowance(queue, wanted, now, guarded)
                 if limit <= 0:
                     continue

@@ -316,6 +316,56 @@ select 0, allowed.queue, '', null, 0, null, %(worker_id)s::text, false
   from allowed
  where allowed.stale;
 
+-- name: claim_plain
+-- `claim` for queues that had no policy row when the worker last looked (every second): the
+-- same claim without the policy work, which cost about 0.2 ms of a 1.4 ms claim. A queue that
+-- has a row by now (a pause from the CLI, a worker's config) gives nothing here; the worker
+-- sees the row within a second and claims it with `claim` from then on.
+-- Index: jobs_claim_idx as `claim`; queues_pkey for the row check.
+with wanted as (
+    select w.queue, w.lim
+      from unnest(%(queues)s::text[], %(limits)s::int[]) as w (queue, lim)
+     where not exists (select 1 from {schema}.queues as q where q.name = w.queue)
+),
+picked as materialized (
+    select p.id, p.state as from_state
+      from wanted
+     cross join lateral (
+        select j.id, j.state
+          from {schema}.jobs as j
+         where j.queue = wanted.queue
+           and j.state in ('queued', 'retrying')
+           and j.run_at <= now()
+         order by j.priority, j.run_at, j.id
+         limit wanted.lim
+           for update skip locked
+     ) as p
+),
+claimed as (
+    update {schema}.jobs as j
+       set state = 'running',
+           attempt = j.attempt + 1,
+           worker_id = %(worker_id)s,
+           lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+           max_attempts = coalesce(
+               j.max_attempts,
+               (select t.m
+                  from unnest(%(task_names)s::text[], %(task_max_attempts)s::int[]) as t (n, m)
+                 where t.n = j.task))
+     where j.id = any(array(select picked.id from picked))
+ returning j.id, j.queue, j.task, j.args, j.attempt, j.max_attempts
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id)
+    select claimed.id, picked.from_state, 'running', claimed.attempt, %(worker_id)s
+      from claimed
+      join picked
+        on picked.id = claimed.id
+)
+select id, queue, task, args, attempt, max_attempts, %(worker_id)s::text as worker_id,
+       false as probe
+  from claimed;
+
 -- name: extend_leases
 -- The heartbeat: one statement extends every lease a worker holds. Fenced: a lease the reaper
 -- took back (other attempt, or no longer running) is not extended and does not come back, which
