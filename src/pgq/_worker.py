@@ -77,19 +77,26 @@ _POLICY_EVERY_S = 1.0  # policy cache refresh, circuit cooldowns, config file ch
 _PRUNE_EVERY_S = 10.0
 _PRUNE_BATCH = 500
 _PRUNE_ROUNDS = 20  # batches per prune run at most, so the maintenance thread moves on
-# In _todo: "a job waits in the express lane" (compared by identity).
-_EXPRESS: Final = ClaimedJob(0, "", "", None, 0, None, "")
 
 
 @dataclass(slots=True)
 class _Slot:
+    """A claimed job from its claim until its result is written. The slot itself travels
+    through the task queue and the result queue, so its lease is built once per job."""
+
     job: ClaimedJob
+    lease: Lease
     task: Task[..., Any] | None = None
     timeout_s: float | None = None
     started_at: float | None = None  # time.monotonic() when its body started
     timed_out: bool = False
     lost: bool = False
     finished: bool = False  # its result is on the way to the database
+    released: bool = False  # handed back unstarted at shutdown: no thread may start it
+
+
+# In _todo: "a job waits in the express lane" (compared by identity).
+_EXPRESS: Final = _Slot(ClaimedJob(0, "", "", None, 0, None, ""), Lease(0, 0, ""))
 
 
 @dataclass(slots=True)
@@ -205,9 +212,9 @@ class Worker:
         self._wake = threading.Event()  # the claim loop should look again
         self._lock = threading.Lock()  # guards _slots and stats
         self._slots: dict[Lease, _Slot] = {}
-        self._todo: queue_mod.SimpleQueue[ClaimedJob | None] = queue_mod.SimpleQueue()
+        self._todo: queue_mod.SimpleQueue[_Slot | None] = queue_mod.SimpleQueue()
         # Results for the flusher; None only wakes it (at shutdown).
-        self._done: queue_mod.SimpleQueue[tuple[ClaimedJob, Failed | None] | None] = (
+        self._done: queue_mod.SimpleQueue[tuple[_Slot, Failed | None] | None] = (
             queue_mod.SimpleQueue()
         )
         self._threads: list[threading.Thread] = []
@@ -227,7 +234,7 @@ class Worker:
         self._timeouts: dict[str, float] = {}  # queue timeouts, fixed at start (restart-only)
         self._rate_hot_until = 0.0  # time.monotonic(): a rated queue gave jobs lately
         self._rate_poll_s = math.inf  # idle wait while a rated queue is hot
-        self._express: collections.deque[ClaimedJob] = collections.deque()
+        self._express: collections.deque[_Slot] = collections.deque()
         self._held_since: float | None = None  # burst mode: due jobs held back since
 
     # -- public ----------------------------------------------------------------------------
@@ -478,37 +485,39 @@ class Worker:
         if jobs:
             self._held_since = None
             tasks, timeouts = self.tasks, self._timeouts
+            slots = []
+            for job in jobs:
+                task = tasks.get(job.task)
+                timeout_s = task.timeout if task is not None else None
+                slots.append(_Slot(job, job.lease, task, timeout_s or timeouts.get(job.queue)))
             with self._lock:
-                for job in jobs:
-                    task = tasks.get(job.task)
-                    timeout_s = task.timeout if task is not None else None
-                    self._slots[job.lease] = _Slot(
-                        job, task=task, timeout_s=timeout_s or timeouts.get(job.queue)
-                    )
+                for slot in slots:
+                    self._slots[slot.lease] = slot
                 self.stats.claimed += len(jobs)
             if len(got) == 1 and self._busy:
-                for job in jobs:  # one backlogged queue: the plain lane, in claim order
-                    self._todo.put(job)
+                for slot in slots:  # one backlogged queue: the plain lane, in claim order
+                    self._todo.put(slot)
             else:
-                self._dispatch(jobs, got, dict(wants))
+                self._dispatch(slots, got, dict(wants))
             if self._rate_poll_s < math.inf and any(
                 (p := self._stored.get(q)) is not None and p.rate is not None for q in got
             ):
                 self._rate_hot_until = time.monotonic() + self._rate_poll_s * 25
         return bool(self._busy)
 
-    def _dispatch(self, jobs: list[ClaimedJob], got: dict[str, int], wants: dict[str, int]) -> None:
+    def _dispatch(self, slots: list[_Slot], got: dict[str, int], wants: dict[str, int]) -> None:
         """Hand jobs to the task threads: those of queues that gave less than their share (no
         backlog) go through the express lane, ahead of backlogged queues' jobs already
         waiting, so that a flood in one queue does not delay another's."""
         express = self._express
-        for job in jobs:
-            n = got[job.queue]
-            if n < wants[job.queue] or n == 1:
-                express.append(job)
+        for slot in slots:
+            queue = slot.job.queue
+            n = got[queue]
+            if n < wants[queue] or n == 1:
+                express.append(slot)
                 self._todo.put(_EXPRESS)  # wakes an idle thread; busy ones look first anyway
             else:
-                self._todo.put(job)
+                self._todo.put(slot)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -516,23 +525,22 @@ class Worker:
         express = self._express
         while True:
             try:
-                job = express.popleft()
+                slot = express.popleft()
             except IndexError:
                 item = self._todo.get()
                 if item is None:
                     return
                 if item is _EXPRESS:
                     continue
-                job = item
-            lease = job.lease
+                slot = item
+            job = slot.job
             with self._lock:
-                slot = self._slots.get(lease)
-                if slot is None or slot.lost or self._halt.is_set():
+                if slot.released or slot.lost or self._halt.is_set():
                     continue
                 slot.started_at = time.monotonic()
             prepared = prepare(job, self.tasks, self._stored)
             if isinstance(prepared, Failed):
-                self._done.put((job, prepared))
+                self._done.put((slot, prepared))
                 continue
             task, kwargs = prepared
             started = slot.started_at
@@ -546,13 +554,13 @@ class Worker:
             with self._lock:
                 abandoned = slot.timed_out
                 slot.finished = True
-            self._done.put((job, result))
+            self._done.put((slot, result))
             if abandoned:
                 return  # a replacement thread took this one's place when it timed out
 
     def _flush_loop(self, backend: Backend) -> None:
         failures = 0
-        pending: list[tuple[ClaimedJob, Failed | None]] = []
+        pending: list[tuple[_Slot, Failed | None]] = []
         while not (self._halt.is_set() and not pending and self._done.empty()):
             if not pending:
                 try:
@@ -575,17 +583,15 @@ class Worker:
                 failures += 1
                 time.sleep(self._retry_delay("writing results", exc, failures))
 
-    def _write_results(
-        self, backend: Backend, results: list[tuple[ClaimedJob, Failed | None]]
-    ) -> None:
+    def _write_results(self, backend: Backend, results: list[tuple[_Slot, Failed | None]]) -> None:
         # Failures first: when a timed-out attempt's failure and its body's late success meet
         # in one batch, the failure stands and the late success is fenced off (discarded).
-        leases = [job.lease for job, _ in results]  # built once per job, used three times below
         lost: list[Lease] = []
         failed_written = dead = 0
-        for (job, failed), lease in zip(results, leases, strict=True):
+        for slot, failed in results:
             if failed is None:
                 continue
+            job, lease = slot.job, slot.lease
             if not backend.fail(lease, failed.outcome, error=failed.error):
                 lost.append(lease)
                 continue
@@ -602,9 +608,7 @@ class Worker:
                         "error": failed.outcome.reason,
                     },
                 )
-        successes = [
-            lease for (_, failed), lease in zip(results, leases, strict=True) if not failed
-        ]
+        successes = [slot.lease for slot, failed in results if not failed]
         held = backend.complete_many(successes) if successes else set()
         lost.extend(lease for lease in successes if lease not in held)
         # Its own errors stay its own: the results above are written, and writing them again
@@ -616,8 +620,8 @@ class Worker:
                 extra={"job_id": lease.job_id, "attempt": lease.attempt, "worker_id": self.id},
             )
         with self._lock:
-            for lease in leases:
-                self._slots.pop(lease, None)
+            for slot, _ in results:
+                self._slots.pop(slot.lease, None)
             self.stats.completed += len(held)
             self.stats.failed += failed_written
             self.stats.dead += dead
@@ -627,7 +631,7 @@ class Worker:
     def _feed_circuits(
         self,
         backend: Backend,
-        results: list[tuple[ClaimedJob, Failed | None]],
+        results: list[tuple[_Slot, Failed | None]],
         completed: set[Lease],
     ) -> None:
         """Count this batch's failures toward their queues' circuits; close half-open
@@ -635,7 +639,8 @@ class Worker:
         stored = self._stored
         failures: dict[str, tuple[int, str]] = {}
         probes: set[str] = set()
-        for job, failed in results:
+        for slot, failed in results:
+            job = slot.job
             policy = stored.get(job.queue)
             if policy is None or policy.circuit is None:
                 continue
@@ -643,7 +648,7 @@ class Worker:
             if own is not None and own.circuit is not None:
                 policy = own  # its own `on` (exception classes, not names) decides
             if failed is None:
-                if job.probe and job.lease in completed:
+                if job.probe and slot.lease in completed:
                     probes.add(job.queue)
             elif counts_for_circuit(failed, policy):
                 n, _ = failures.get(job.queue, (0, ""))
@@ -824,7 +829,7 @@ class Worker:
         for slot, timeout_s in expired:
             error = TimeoutError(f"task {slot.job.task} ran past its timeout of {timeout_s}s")
             policy = self._stored.get(slot.job.queue)
-            self._done.put((slot.job, judge(slot.job, slot.task, error, policy)))
+            self._done.put((slot, judge(slot.job, slot.task, error, policy)))
             self._spawn_task_thread()  # the stuck thread keeps running; keep concurrency whole
 
     def _listen_loop(self, backend: Backend) -> None:
@@ -855,8 +860,9 @@ class Worker:
             for lease, slot in list(self._slots.items()):
                 if slot.started_at is None:
                     unstarted.append(lease)
+                    slot.released = True
                     del self._slots[lease]
-        # Task threads skip jobs whose slot is gone; one None per thread ends its loop.
+        # Task threads skip released slots; one None per thread ends its loop.
         deadline = time.monotonic() + self.grace_s
         if unstarted:
             try:
@@ -887,7 +893,7 @@ class Worker:
                 "while the job was still running"
             )
             policy = self._stored.get(slot.job.queue)
-            self._done.put((slot.job, judge(slot.job, slot.task, error, policy, counts=False)))
+            self._done.put((slot, judge(slot.job, slot.task, error, policy, counts=False)))
         for _ in range(self.concurrency):
             self._todo.put(None)
         # 4. Let the flusher write everything, then stop it.

@@ -50,8 +50,8 @@ def test_cap_is_never_exceeded_by_racing_worker_processes(
 ) -> None:
     config = tmp_path / "pgq.toml"
     config.write_text("[queues.capped]\nconcurrency = 3\n")
-    for _ in range(3):
-        procs.worker("--concurrency", "8", "--config", str(config))
+    for _ in range(3):  # polling every 20 ms: every worker keeps asking while the cap is full
+        procs.worker("--concurrency", "8", "--config", str(config), "--poll-interval", "0.02")
     wait_for(lambda: live_workers(pg_schema) == 3, timeout=30, what="3 workers to start")
     for n in range(1, 4):  # rounds: each one a burst that every idle worker races for
         enqueue_timed(pg_schema, marker_dir, 40, 0.03, "capped")
