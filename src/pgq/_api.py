@@ -23,7 +23,29 @@ from pgq._tasks import Task, json_problem, registered
 
 
 def _new_job(spec: JobSpec) -> NewJob:
-    task = spec.task
+    return _validated(
+        spec.task,
+        spec.args,
+        spec.queue,
+        spec.priority,
+        spec.run_at,
+        spec.delay,
+        spec.idempotency_key,
+        spec.max_attempts,
+    )
+
+
+def _validated(  # noqa: PLR0917 - a JobSpec's fields, positional on the hot path
+    task: object,
+    args_given: dict[str, Any] | None,
+    queue_given: str | None,
+    priority_given: int | None,
+    run_at: datetime | None,
+    delay_given: float | None,
+    key: str | None,
+    max_attempts_given: int | None,
+) -> NewJob:
+    """A NewJob from what the caller gave, or EnqueueError saying what is wrong."""
     if isinstance(task, str):
         name = task
         known = registered(name)
@@ -34,7 +56,7 @@ def _new_job(spec: JobSpec) -> NewJob:
     if not name or len(name) > 255:
         raise EnqueueError(f"task name must be 1-255 characters, got {name!r}")
 
-    args: Any = {} if spec.args is None else spec.args
+    args: Any = {} if args_given is None else args_given
     if not isinstance(args, dict):
         raise EnqueueError(f"args for {name} must be a dict, got {type(args).__name__}")
     problem = json_problem(args)
@@ -43,33 +65,30 @@ def _new_job(spec: JobSpec) -> NewJob:
     if known is not None:
         known.check_args(args)
 
-    queue = spec.queue if spec.queue is not None else (known.queue if known else DEFAULT_QUEUE)
+    queue = queue_given if queue_given is not None else (known.queue if known else DEFAULT_QUEUE)
     try:
         check_queue_name(queue)
     except ValueError as exc:
         raise EnqueueError(str(exc)) from None
 
-    delay = 0.0 if spec.delay is None else spec.delay
+    delay = 0.0 if delay_given is None else delay_given
     if (
         isinstance(delay, bool)
         or not isinstance(delay, int | float)
         or not math.isfinite(delay)
         or delay < 0
     ):
-        raise EnqueueError(f"delay must be a finite number of seconds >= 0, got {spec.delay!r}")
-    if spec.run_at is not None and (
-        not isinstance(spec.run_at, datetime) or spec.run_at.tzinfo is None
-    ):
-        raise EnqueueError(f"run_at must be a timezone-aware datetime, got {spec.run_at!r}")
-    priority = spec.priority if spec.priority is not None else (known.priority if known else 0)
+        raise EnqueueError(f"delay must be a finite number of seconds >= 0, got {delay_given!r}")
+    if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
+        raise EnqueueError(f"run_at must be a timezone-aware datetime, got {run_at!r}")
+    priority = priority_given if priority_given is not None else (known.priority if known else 0)
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 2**31 - 1:
         raise EnqueueError(f"priority must be a 32-bit integer, got {priority!r}")
-    key = spec.idempotency_key
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY):
         raise EnqueueError(
             f"idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} characters, got {key!r}"
         )
-    max_attempts = spec.max_attempts
+    max_attempts = max_attempts_given
     if max_attempts is None and known is not None:
         max_attempts = known.max_attempts
     if max_attempts is not None and (
@@ -78,7 +97,7 @@ def _new_job(spec: JobSpec) -> NewJob:
         raise EnqueueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
     # positional: a bulk enqueue builds thousands of these
     return NewJob(
-        queue, name, orjson.dumps(args).decode(), priority, spec.run_at, float(delay), key,
+        queue, name, orjson.dumps(args).decode(), priority, run_at, float(delay), key,
         max_attempts,
     )  # fmt: skip
 
@@ -120,17 +139,10 @@ def enqueue(
         >>> with psycopg.connect(dsn) as conn, conn.transaction():  # doctest: +SKIP
         ...     job = pgq.enqueue(conn, send_email, {"to": "a@b.c"}, idempotency_key="order-5512")
     """
-    spec = JobSpec(
-        task=task,
-        args=args,
-        queue=queue,
-        priority=priority,
-        run_at=run_at,
-        delay=delay,
-        idempotency_key=idempotency_key,
-        max_attempts=max_attempts,
-    )
-    [result] = enqueue_many(target, [spec], schema=schema)
+    # enqueue_many's work for a batch of one, without the batch: the common call, in a hot loop.
+    job = _validated(task, args, queue, priority, run_at, delay, idempotency_key, max_attempts)
+    with backend_for(target, schema=schema) as backend:
+        [result] = backend.enqueue_many([job])
     return result
 
 

@@ -4,7 +4,6 @@ in-memory backend) into a Backend."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 from pgq._domain import check_schema_name
@@ -25,27 +24,25 @@ def _is_backend(target: object) -> bool:
     return hasattr(target, "claim") and hasattr(target, "enqueue_many")
 
 
-@contextlib.contextmanager
-def backend_for(target: object, *, schema: str | None = None) -> Iterator[Backend]:
+def backend_for(
+    target: object, *, schema: str | None = None
+) -> contextlib.AbstractContextManager[Backend]:
     """A Backend for `target`, closed afterwards if this call opened it.
 
     A psycopg or SQLAlchemy target runs in the caller's transaction and is never committed; a
-    DSN string gets a connection of its own, committed when the call ends.
+    DSN string gets a connection of its own, committed when the call ends. (Context managers
+    of classes, not generators: every enqueue goes through here.)
     """
     if _is_backend(target):
-        yield target  # type: ignore[misc]  # checked structurally just above
-        return
+        return contextlib.nullcontext(target)  # type: ignore[arg-type]  # checked structurally
     from pgq._backends.postgres import PostgresBackend
 
     name = _schema(schema)
     if isinstance(target, str):
-        backend = PostgresBackend.from_dsn(target, schema=name)
-        try:
-            yield backend
-        finally:
-            backend.close()
-        return
-    yield PostgresBackend.on_connection(_psycopg_connection(target), schema=name)
+        return contextlib.closing(PostgresBackend.from_dsn(target, schema=name))
+    return contextlib.nullcontext(
+        PostgresBackend.on_connection(_psycopg_connection(target), schema=name)
+    )
 
 
 def _psycopg_connection(target: object) -> Any:
