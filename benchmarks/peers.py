@@ -19,20 +19,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
-import queue
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -65,6 +62,7 @@ except ImportError:  # bootstrap: re-run this script with the peers' Python, whi
     ensure_peers_venv()
     os.execv(PEERS_PYTHON, [str(PEERS_PYTHON), __file__, *sys.argv[1:]])
 
+from _harness import BenchError, Child, checkpoint, loadavg, percentile, tail  # noqa: E402
 from bench_server import Server, find_server  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -160,10 +158,6 @@ CONCURRENCY = 10
 # running drivers
 
 
-class BenchError(Exception):
-    pass
-
-
 @dataclass
 class Context:
     server: Server
@@ -176,14 +170,6 @@ class Context:
     def log_path(self, what: str) -> Path:
         self.seq += 1
         return self.runs_dir / f"{self.seq:04d}-{what}.log"
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
 
 
 def driver_cmd(system: System, command: str, dsn: str, *extra: str) -> list[str]:
@@ -238,78 +224,19 @@ def db_count(dsn: str, query: str) -> int:
     return int(row[0])
 
 
-def checkpoint(dsn: str) -> None:
-    """Flush the backlog's pages before the timed part, the same for every system."""
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("checkpoint")
-    except psycopg.Error:
-        pass
-
-
-class Worker:
+class Worker(Child):
     """A driver worker subprocess whose JSON stdout lines are read by a thread."""
 
     def __init__(
         self, ctx: Context, system: System, argv: list[str], env: dict[str, str] | None = None
     ) -> None:
-        self.log = ctx.log_path(f"{system.key}-{argv[2]}")
-        self._err: TextIO = self.log.open("w")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            text=True,
-            cwd=REPO,
-            env=driver_env(system, env),
+        super().__init__(
+            ctx.log_path(f"{system.key}-{argv[2]}"), argv, driver_env(system, env), REPO
         )
-        self.lines: queue.Queue[tuple[dict[str, Any] | None, float]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.lines.put((json.loads(line), time.perf_counter()))
-        self.lines.put((None, time.perf_counter()))
 
     def expect(self, key: str, timeout: float) -> float:
         """Wait for a JSON line carrying ``key``; returns when it was read (perf_counter)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining > 0:
-                    msg, at = self.lines.get(timeout=remaining)
-                else:
-                    msg, at = self.lines.get_nowait()
-            except queue.Empty:
-                raise TimeoutError(key) from None
-            if msg is None:
-                self.proc.wait()
-                raise BenchError(
-                    f"worker exited {self.proc.returncode} before {key!r};"
-                    f" stderr ({self.log}):\n{tail(self.log)}"
-                )
-            if key in msg:
-                return at
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._err.close()
-        return self.proc.returncode
+        return self.wait_for(key, timeout)[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,12 +296,6 @@ def drain(ctx: Context, system: System, dsn: str, *, n: int, processes: int, cap
 
 
 WARMUP = 10  # jobs left out of "p99_warm": the first few after the idle period are the slowest
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (p99 of 200 samples is the 198th smallest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def sc_latency(ctx: Context, system: System, dsn: str) -> Metrics:
@@ -680,13 +601,6 @@ def machine_header(
     )
     lines.append("")
     return lines
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def versions(system: System) -> str:

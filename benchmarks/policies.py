@@ -58,7 +58,6 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import queue  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -66,8 +65,10 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Any, TextIO  # noqa: E402
+from typing import Any  # noqa: E402
 
+import _harness  # noqa: E402
+from _harness import BenchError, checkpoint, loadavg, percentile, tail  # noqa: E402
 from bench_server import Server, find_server  # noqa: E402
 
 from benchmarks import policy_tasks  # noqa: E402
@@ -176,10 +177,6 @@ def child_flood(dsn: str, rate: float, tick: float) -> None:
 # orchestrator side
 
 
-class BenchError(Exception):
-    pass
-
-
 @dataclass
 class Ctx:
     server: Server
@@ -192,74 +189,21 @@ class Ctx:
         return self.runs_dir / f"{self.seq:04d}-{what}.log"
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class Child:
+class Child(_harness.Child):
     """A subprocess of this script whose JSON stdout lines are read by a thread."""
 
     def __init__(self, ctx: Ctx, what: str, argv: list[str], env: dict[str, str] | None = None):
-        self.log = ctx.log_path(what)
-        self._err: TextIO = self.log.open("w")
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(REPO)
         full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            text=True,
-            cwd=REPO,
-            env=full_env,
-        )
-        self.lines: queue.Queue[tuple[dict[str, Any] | None, float]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.lines.put((json.loads(line), time.perf_counter()))
-        self.lines.put((None, time.perf_counter()))
+        argv = [sys.executable, str(Path(__file__).resolve()), *argv]
+        super().__init__(ctx.log_path(what), argv, full_env, REPO)
 
     def expect(self, key: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg, _at = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise BenchError(
-                    f"no {key!r} from {self.log.name} within {timeout:.0f} s"
-                ) from None
-            if msg is None:
-                self.proc.wait()
-                raise BenchError(
-                    f"{self.log.name} exited {self.proc.returncode} before {key!r}:\n"
-                    f"{tail(self.log)}"
-                )
-            if key in msg:
-                return msg
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
+        return self.wait_for(key, timeout)[0]
 
     def stop(self, timeout: float = 40.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._err.close()
-        return self.proc.returncode
+        return super().stop(timeout)
 
 
 def worker_child(ctx: Ctx, dsn: str, queues: list[Any] | None, mode: str, **env: str) -> Child:
@@ -274,14 +218,6 @@ def one(dsn: str, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, .
         row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
     assert row is not None
     return tuple(row)
-
-
-def checkpoint(dsn: str) -> None:
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("checkpoint")
-    except psycopg.Error:
-        pass
 
 
 def prefill(dsn: str, task: pgq.Task[..., Any], by_queue: dict[str, int], batch: int) -> None:
@@ -349,12 +285,6 @@ def drain(
 
 
 # -- fairness ---------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest rank (p99 of 200 samples is the 198th smallest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def enqueue_quiet(dsn: str, n: int, interval: float) -> None:
@@ -698,13 +628,6 @@ def report(results: Results, sizes: Sizes, errors: list[str]) -> list[str]:
         lines.extend(f"- {x}" for x in notes)
         lines.extend(f"- {e}" for e in errors)
     return lines
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def pgq_revision() -> str:
