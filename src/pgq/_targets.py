@@ -4,6 +4,7 @@ in-memory backend) into a Backend."""
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any
 
 from pgq._domain import check_schema_name
@@ -24,6 +25,13 @@ def _is_backend(target: object) -> bool:
     return hasattr(target, "claim") and hasattr(target, "enqueue_many")
 
 
+# The backend of each psycopg connection pgq was given, per schema: built once, not at every
+# enqueue. Weak keys, and the backend holds its connection weakly, so nothing outlives it.
+_ON_CONNECTION: weakref.WeakKeyDictionary[Any, dict[str | None, Backend]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def backend_for(
     target: object, *, schema: str | None = None
 ) -> contextlib.AbstractContextManager[Backend]:
@@ -33,6 +41,10 @@ def backend_for(
     DSN string gets a connection of its own, committed when the call ends. (Context managers
     of classes, not generators: every enqueue goes through here.)
     """
+    try:
+        return contextlib.nullcontext(_ON_CONNECTION[target][schema])
+    except (KeyError, TypeError):  # not seen yet, or not a weakly referable connection
+        pass
     if _is_backend(target):
         return contextlib.nullcontext(target)  # type: ignore[arg-type]  # checked structurally
     from pgq._backends.postgres import PostgresBackend
@@ -40,9 +52,11 @@ def backend_for(
     name = _schema(schema)
     if isinstance(target, str):
         return contextlib.closing(PostgresBackend.from_dsn(target, schema=name))
-    return contextlib.nullcontext(
-        PostgresBackend.on_connection(_psycopg_connection(target), schema=name)
-    )
+    conn = _psycopg_connection(target)
+    backend = PostgresBackend.on_connection(conn, schema=name)
+    if conn is target:  # a SQLAlchemy target is looked up afresh: its transaction may change
+        _ON_CONNECTION.setdefault(conn, {})[schema] = backend
+    return contextlib.nullcontext(backend)
 
 
 def _psycopg_connection(target: object) -> Any:

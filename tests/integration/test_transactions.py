@@ -108,16 +108,27 @@ def test_sqlalchemy_with_another_driver_is_a_clear_error(pg_schema: PgSchema) ->
         pgq.enqueue(Fake(), tasks.noop)
 
 
-@pytest.mark.parametrize("key", [None, "order-1"])  # two statements: unkeyed and keyed
-def test_notify_wakes_listeners_at_commit_not_before(pg_schema: PgSchema, key: str | None) -> None:
+# Three statements: due now with no key, delayed with no key, keyed.
+@pytest.mark.parametrize(("key", "delay"), [(None, None), (None, 0.5), ("order-1", None)])
+def test_notify_wakes_listeners_at_commit_not_before(
+    pg_schema: PgSchema, key: str | None, delay: float | None
+) -> None:
     listener = psycopg.connect(pg_schema.dsn, autocommit=True)
     try:
         listener.execute(f'listen "pgq_{pg_schema.schema}"')
         with pg_schema.connect() as conn:
             with conn.transaction():
-                pgq.enqueue(
-                    conn, tasks.noop, queue="wake", idempotency_key=key, schema=pg_schema.schema
+                job = pgq.enqueue(
+                    conn,
+                    tasks.noop,
+                    queue="wake",
+                    idempotency_key=key,
+                    delay=delay,
+                    schema=pg_schema.schema,
                 )
+                record = pgq.get_job(conn, job.id, schema=pg_schema.schema)
+                assert record is not None and [e.to_state for e in record.events] == ["queued"]
+                assert (record.run_at > record.created_at) is (delay is not None)
                 assert list(listener.notifies(timeout=0.3)) == []
             got = list(listener.notifies(timeout=2.0, stop_after=1))
         assert [n.payload for n in got] == ["wake"]

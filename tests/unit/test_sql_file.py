@@ -23,6 +23,7 @@ HELPERS = {
     "copy_jobs": "enqueue_many's COPY path for large plain batches",
     "copy_events": "enqueue_many's COPY path for large plain batches",
     "copy_notify": "enqueue_many's COPY path for large plain batches",
+    "enqueue_one_now": "enqueue_many runs it for one job due now, with no key",
     "claim_plain": "claim runs it when none of the queues had a policy row",
     "write_policy": "write_policies runs it for a worker start (every setting)",
     "write_live_policy": "write_policies runs it for a reload (live settings only)",

@@ -9,6 +9,7 @@ import math
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, LiteralString, Self
@@ -250,10 +251,8 @@ class PostgresBackend:
     @classmethod
     def on_connection(cls, conn: psycopg.Connection[Any], *, schema: str = "pgq") -> Self:
         """Runs in the caller's connection and transaction, and never commits it."""
-        # Built on every pgq.enqueue(conn, ...): one reusable nullcontext costs a fraction of
-        # defining a generator-based context manager per call.
-        borrowed = contextlib.nullcontext(conn)
-        return cls(lambda: borrowed, schema=schema)
+        # Kept per connection by _targets.backend_for, so it holds its connection weakly.
+        return cls(_Borrowed(weakref.ref(conn)), schema=schema)
 
     def close(self) -> None:
         if self._owns is not None:
@@ -279,6 +278,19 @@ class PostgresBackend:
             return []
         if len(jobs) == 1:
             [job] = jobs
+            if job.idempotency_key is None and job.run_at is None and not job.delay_s:
+                [(job_id, _)] = self._rows(
+                    "enqueue_one_now",
+                    {
+                        "queue": job.queue,
+                        "task": job.task,
+                        "args": job.args_json,
+                        "priority": job.priority,
+                        "max_attempts": job.max_attempts,
+                        "channel": self.channel,
+                    },
+                )
+                return [Enqueued(job_id, True)]
             params: dict[str, Any] = {
                 "queue": job.queue,
                 "task": job.task,
@@ -651,6 +663,27 @@ class PostgresBackend:
             JobRecord(**dict(zip(_JOB_FIELDS, row, strict=True)), events=events[row[0]])
             for row in rows
         ]
+
+
+class _Borrowed:
+    """`connect()` for a backend on the caller's connection: hands it out, never closes it."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, ref: weakref.ref[psycopg.Connection[Any]]) -> None:
+        self._ref = ref
+
+    def __call__(self) -> _Borrowed:
+        return self
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        conn = self._ref()
+        if conn is None:
+            raise DatabaseError("the connection this backend ran on is gone")
+        return conn
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class _Closer:

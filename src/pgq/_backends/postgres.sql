@@ -174,6 +174,25 @@ logged as (
 select id, pg_notify(%(channel)s, queue)
   from inserted;
 
+-- name: enqueue_one_now
+-- enqueue_one_unkeyed for a job due now (no run_at, no delay), the commonest enqueue of all:
+-- run_at takes its column default, now(), and six parameters travel instead of eight.
+-- Index: none read; jobs_pkey and jobs_claim_idx are written.
+with inserted as (
+    insert into {schema}.jobs
+           (queue, task, args, priority, max_attempts)
+    values (%(queue)s::text, %(task)s::text, %(args)s::jsonb, %(priority)s::int,
+            %(max_attempts)s::int)
+ returning id, queue
+),
+logged as (
+    insert into {schema}.job_events (job_id, from_state, to_state, attempt)
+    select id, null, 'queued', 0
+      from inserted
+)
+select id, pg_notify(%(channel)s, queue)
+  from inserted;
+
 -- name: claim
 -- Takes runnable jobs from several queues in one statement, up to a limit per queue, and stamps
 -- each lease from the database clock. The lateral subquery runs once per queue, so each queue's
