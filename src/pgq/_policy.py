@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple
 
 import pydantic
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
@@ -23,10 +23,12 @@ from pydantic.dataclasses import dataclass
 
 from pgq._domain import (
     Backoff,
+    CircuitState,
     CircuitView,
     check_queue_name,
     circuit_after_failures,
     circuit_after_success,
+    circuit_as_of,
 )
 from pgq._errors import ConfigError, Fail, Retry
 
@@ -174,6 +176,29 @@ def circuit_failed(count: int, error: str) -> CircuitMove:
 def probe_succeeded(view: CircuitView, now: datetime, circuit: Circuit) -> CircuitView:
     """The decision for a probe that succeeded."""
     return circuit_after_success(view, now, cooldown_s=circuit.cooldown)
+
+
+class CircuitWrite(NamedTuple):
+    """One state of a circuit to store, the state it left, and the worker that moved it."""
+
+    view: CircuitView
+    before: CircuitState
+    worker_id: str | None
+
+    @property
+    def moved(self) -> bool:
+        return self.view.state is not self.before
+
+
+def circuit_writes(
+    stored: CircuitView, now: datetime, circuit: Circuit, move: CircuitMove, worker_id: str
+) -> list[CircuitWrite]:
+    """What a decision on a stored circuit writes, in order. An open circuit whose cooldown
+    passed is half-open for claims before any worker recorded it (advance_circuits): that move
+    comes first, so the history skips no state. Both backends apply these under their lock."""
+    current = circuit_as_of(stored, now, cooldown_s=circuit.cooldown)
+    writes = [CircuitWrite(current, stored.state, None)] if current != stored else []
+    return [*writes, CircuitWrite(move(current, now, circuit), current.state, worker_id)]
 
 
 def rate_bucket_s(rate: Rate) -> float:

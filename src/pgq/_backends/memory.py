@@ -38,6 +38,7 @@ from pgq._policy import (
     Queue,
     Retention,
     circuit_failed,
+    circuit_writes,
     live_update,
     probe_succeeded,
     rate_bucket_s,
@@ -533,27 +534,19 @@ class InMemoryBackend:
     def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
         return self._move_circuit(queue, probe_succeeded, worker_id) is not None
 
-    def _move_circuit(
-        self,
-        queue: str,
-        after: CircuitMove,
-        worker_id: str,
-    ) -> str | None:
+    def _move_circuit(self, queue: str, move: CircuitMove, worker_id: str) -> str | None:
         """Apply a _domain decision to a circuit (as PostgresBackend._move_circuit does)."""
         with self._lock:
             q = self._queues.get(queue)
             if q is None or q.policy.circuit is None:
                 return None
-            c, now = q.policy.circuit, self.clock.now()
-            current = circuit_as_of(q.circuit, now, cooldown_s=c.cooldown)
-            if current.state is not q.circuit.state:  # half-open for claims: record it first
-                self._circuit_event(q, q.circuit.state, current, None)
-            moved = after(current, now, c)
-            q.circuit = moved
-            if moved.state is current.state:
-                return None
-            self._circuit_event(q, current.state, moved, worker_id)
-            return str(moved.state)
+            writes = circuit_writes(q.circuit, self.clock.now(), q.policy.circuit, move, worker_id)
+            for write in writes:
+                q.circuit = write.view
+                if write.moved:
+                    self._circuit_event(q, write.before, write.view, write.worker_id)
+            last = writes[-1]
+            return str(last.view.state) if last.moved else None
 
     def _circuit_event(
         self, q: _QueueRow, before: CircuitState, view: CircuitView, worker_id: str | None

@@ -42,6 +42,7 @@ from pgq._policy import (
     Rate,
     Retention,
     circuit_failed,
+    circuit_writes,
     probe_succeeded,
 )
 from pgq._records import (
@@ -477,16 +478,8 @@ class PostgresBackend:
     def record_probe_success(self, queue: str, *, worker_id: str) -> bool:
         return self._move_circuit(queue, probe_succeeded, worker_id) is not None
 
-    def _move_circuit(
-        self,
-        queue: str,
-        after: CircuitMove,
-        worker_id: str,
-    ) -> str | None:
-        """Lock a circuit, apply a _domain decision to it, write it back: one transaction.
-
-        An open circuit whose cooldown passed is half-open for claims before any worker
-        records it (advance_circuits): that move is written first, so the history has it."""
+    def _move_circuit(self, queue: str, move: CircuitMove, worker_id: str) -> str | None:
+        """Lock a circuit, apply a _domain decision to it, write it back: one transaction."""
         with translate_errors(self.schema), self._connect() as conn, _atomic(conn):
             cur = conn.cursor(row_factory=tuple_row)
             row = cur.execute(self._q["circuit_for_update"], {"queue": queue}).fetchone()
@@ -495,28 +488,23 @@ class PostgresBackend:
             state, since, recent, reason, failures, window_s, cooldown_s, now = row
             circuit = Circuit(failures=failures, window=window_s, cooldown=cooldown_s)
             stored = CircuitView(CircuitState(state), since, tuple(recent), reason)
-            current = circuit_as_of(stored, now, cooldown_s=cooldown_s)
-            moved = after(current, now, circuit)
-            writes: list[tuple[CircuitView, CircuitState, str | None]] = [
-                (moved, current.state, worker_id)
-            ]
-            if current.state is not stored.state:
-                writes.insert(0, (current, stored.state, None))
-            for view, before, by in writes:
+            writes = circuit_writes(stored, now, circuit, move, worker_id)
+            for write in writes:
                 cur.execute(
                     self._q["circuit_write"],
                     {
                         "queue": queue,
-                        "state": str(view.state),
-                        "since": view.since,
-                        "recent": list(view.recent),
-                        "reason": view.reason,
-                        "from_state": None if view.state is before else str(before),
-                        "worker_id": by,
+                        "state": str(write.view.state),
+                        "since": write.view.since,
+                        "recent": list(write.view.recent),
+                        "reason": write.view.reason,
+                        "from_state": str(write.before) if write.moved else None,
+                        "worker_id": write.worker_id,
                         "channel": self.channel,
                     },
                 )
-            return None if moved.state is current.state else str(moved.state)
+            last = writes[-1]
+            return str(last.view.state) if last.moved else None
 
     def advance_circuits(self) -> int:
         [(n,)] = self._rows("advance_circuits", {"channel": self.channel})
