@@ -173,3 +173,61 @@ def test_burst_mode_leaves_jobs_an_open_circuit_holds_back(
     assert sorted(harness.get(i).attempt for i in jobs) == [0, 0, 1]
     info = queue_info(harness, "flaky")
     assert info is not None and info.circuit_state == "open"
+
+
+@pytest.mark.timeout(60)
+def test_a_lease_lost_to_the_reaper_counts_toward_the_circuit(harness: Harness) -> None:
+    circuit = pgq.Circuit(failures=1, window=30.0, cooldown=300.0)
+    job = harness.enqueue(tasks.noop, queue="flaky")
+    [claimed] = harness.backend.claim(
+        worker_id="ghost", wants=[("flaky", 1)], lease_s=30.0, plain=True
+    )
+    harness.expire_lease(claimed.id)
+    worker, thread = start(
+        harness, queues=[pgq.Queue("flaky", circuit=circuit)], reaper_interval=0.2
+    )
+    try:
+        info = wait_for(
+            lambda: (q := queue_info(harness, "flaky")) and q.circuit_state == "open" and q,
+            timeout=10,
+            what="the reaped lease to open the circuit",
+        )
+    finally:
+        stop(worker, thread)
+    assert info.circuit_reason == "1 failures within 30s; last: lease lost to the reaper"
+    # The reaper counts the loss just after it made the job runnable again, so the worker may
+    # have claimed it in between; either way the job is not lost.
+    record = harness.get(job.id)
+    assert (record.state, record.attempt) in {("retrying", 1), ("completed", 2)}
+
+
+@pytest.mark.timeout(60)
+def test_pausing_in_the_config_file_applies_to_a_running_worker(
+    harness: Harness, tmp_path: Path
+) -> None:
+    config = tmp_path / "pgq.toml"
+    config.write_text("[queues.default]\nmax_attempts = 2\n")
+    worker, thread = start(harness, config=config)
+    try:
+        wait_for(
+            lambda: harness.backend.read_policies().get("default"),
+            timeout=10,
+            what="the worker to write its policy",
+        )
+        config.write_text("[queues.default]\nmax_attempts = 2\npaused = true\n")
+        wait_for(
+            lambda: (q := queue_info(harness, "default")) and q.paused,
+            timeout=10,
+            what="the file's pause to apply",
+        )
+        job = harness.enqueue(tasks.noop)
+        time.sleep(1.0)
+        assert harness.get(job.id).state == "queued"
+        config.write_text("[queues.default]\nmax_attempts = 2\npaused = false\n")
+        wait_for(
+            lambda: harness.get(job.id).state == "completed",
+            timeout=10,
+            what="the job to run once the file resumes the queue",
+        )
+    finally:
+        stop(worker, thread)
