@@ -55,6 +55,23 @@ def loadavg() -> str:
         return "unknown"
 
 
+def machine() -> tuple[str, str]:
+    """The CPU model and total memory, as the reports print them."""
+    cpu = mem = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    return cpu, mem
+
+
 class Child:
     """A subprocess whose JSON stdout lines are read by a thread; stderr goes to `log`. It
     waits for "go" on stdin where the protocol says so, and stops on SIGTERM."""

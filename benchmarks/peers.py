@@ -62,7 +62,7 @@ except ImportError:  # bootstrap: re-run this script with the peers' Python, whi
     ensure_peers_venv()
     os.execv(PEERS_PYTHON, [str(PEERS_PYTHON), __file__, *sys.argv[1:]])
 
-from _harness import BenchError, Child, checkpoint, loadavg, percentile, tail  # noqa: E402
+from _harness import BenchError, Child, checkpoint, loadavg, machine, percentile, tail  # noqa: E402
 from bench_server import Server, find_server  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -570,19 +570,7 @@ def report(
 def machine_header(
     server: Server, systems: Sequence[System], args: argparse.Namespace
 ) -> list[str]:
-    cpu = "unknown"
-    mem = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
+    cpu, mem = machine()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# pgq vs peers — {now}",

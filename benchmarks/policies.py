@@ -68,7 +68,7 @@ from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import _harness  # noqa: E402
-from _harness import BenchError, checkpoint, loadavg, percentile, tail  # noqa: E402
+from _harness import BenchError, checkpoint, loadavg, machine, percentile, tail  # noqa: E402
 from bench_server import Server, find_server  # noqa: E402
 
 from benchmarks import policy_tasks  # noqa: E402
@@ -650,18 +650,7 @@ def pgq_revision() -> str:
 
 
 def header(server: Server, args: argparse.Namespace, sizes: Sizes) -> list[str]:
-    cpu = mem = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
+    cpu, mem = machine()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"# Queue policies (issue #4) — {now}",

@@ -36,6 +36,14 @@ def stop(worker: pgq.Worker, thread: threading.Thread) -> None:
     assert not thread.is_alive()
 
 
+def wait_policy_written(h: Harness, name: str) -> None:
+    wait_for(
+        lambda: h.backend.read_policies().get(name),
+        timeout=10,
+        what="the worker to write its policy",
+    )
+
+
 def queue_info(h: Harness, name: str) -> pgq.QueueInfo | None:
     found = [q for q in pgq.list_queues(h.target, **h.api) if q.name == name]
     return found[0] if found else None
@@ -112,11 +120,7 @@ def test_config_reload_applies_live_settings_and_reports_restart_only_ones(
     config.write_text("[queues.default]\nmax_attempts = 1\nrate = { limit = 50 }\n")
     worker, thread = start(harness, config=config)
     try:
-        wait_for(
-            lambda: harness.backend.read_policies().get("default"),
-            timeout=10,
-            what="the worker to write its policy",
-        )
+        wait_policy_written(harness, "default")
         config.write_text(
             "[queues.default]\nmax_attempts = 4\nrate = { limit = 80, per = 2.0 }\n"
             "concurrency = 3\n"
@@ -209,11 +213,7 @@ def test_pausing_in_the_config_file_applies_to_a_running_worker(
     config.write_text("[queues.default]\nmax_attempts = 2\n")
     worker, thread = start(harness, config=config)
     try:
-        wait_for(
-            lambda: harness.backend.read_policies().get("default"),
-            timeout=10,
-            what="the worker to write its policy",
-        )
+        wait_policy_written(harness, "default")
         config.write_text("[queues.default]\nmax_attempts = 2\npaused = true\n")
         wait_for(
             lambda: (q := queue_info(harness, "default")) and q.paused,
