@@ -52,10 +52,14 @@ def backend_for(
     name = _schema(schema)
     if isinstance(target, str):
         return contextlib.closing(PostgresBackend.from_dsn(target, schema=name))
+    # A SQLAlchemy target is resolved at every call (its transaction may change, and a
+    # session may hand out another connection); the backend of the psycopg connection under
+    # it is kept like any other.
     conn = _psycopg_connection(target)
-    backend = PostgresBackend.on_connection(conn, schema=name)
-    if conn is target:  # a SQLAlchemy target is looked up afresh: its transaction may change
-        _ON_CONNECTION.setdefault(conn, {})[schema] = backend
+    backends = _ON_CONNECTION.setdefault(conn, {})
+    backend = backends.get(schema)
+    if backend is None:
+        backend = backends[schema] = PostgresBackend.on_connection(conn, schema=name)
     return contextlib.nullcontext(backend)
 
 

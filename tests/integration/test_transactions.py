@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -166,3 +168,83 @@ def test_bulk_copy_path_joins_the_transaction_and_notifies_at_commit(pg_schema: 
     assert (record.args, record.state, record.attempt) == ({"a": 321, "b": 321}, "queued", 0)
     assert [(e.from_state, e.to_state) for e in record.events] == [(None, "queued")]
     assert record.run_at == record.created_at
+
+
+def test_threads_sharing_one_connection_each_get_their_own_job(
+    pg_schema: PgSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg lets threads share a connection; pgq keeps a cursor per thread on it, so no
+    thread reads another's result: every enqueue returns the id of the row it wrote."""
+    import threading
+    import time
+
+    # Widen the window between a statement and the read of its result, where another thread
+    # could run a statement on a shared cursor (psycopg's connection lock covers only the
+    # statement).
+    execute = psycopg.Cursor.execute
+
+    def slow_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = execute(self, *args, **kwargs)
+        time.sleep(0.0002)
+        return out
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", slow_execute)
+    per_thread, threads = 100, 6
+    seen: dict[int, list[tuple[int, int]]] = {n: [] for n in range(threads)}
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+    with pg_schema.connect(autocommit=True) as conn:
+
+        def produce(n: int) -> None:
+            try:
+                start.wait()
+                for i in range(per_thread):
+                    job = pgq.enqueue(conn, tasks.add, {"a": n, "b": i}, schema=pg_schema.schema)
+                    seen[n].append((job.id, i))
+            except BaseException as exc:  # reported below, in the test's own thread
+                errors.append(exc)
+
+        workers = [threading.Thread(target=produce, args=(n,)) for n in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    assert errors == []
+    args_by_id = dict(pg_schema.sql("select id, args from {schema}.jobs"))
+    assert len(args_by_id) == per_thread * threads
+    for n, mine in seen.items():
+        assert [args_by_id[job_id] for job_id, _ in mine] == [{"a": n, "b": i} for _, i in mine]
+
+
+def test_a_dropped_connection_is_freed_at_once(pg_schema: PgSchema) -> None:
+    """pgq keeps per-connection state (a backend and a cursor) without keeping the connection
+    alive: a connection the caller drops is freed by reference counting, as psycopg intends,
+    not left open until a garbage collection."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        conn = pg_schema.connect(autocommit=True)
+        pgq.enqueue(conn, tasks.noop, schema=pg_schema.schema)
+        pgq.get_job(conn, 1, schema=pg_schema.schema)
+        ref = weakref.ref(conn)
+        conn.close()
+        del conn
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_a_session_that_changes_connection_enqueues_on_the_new_one(pg_schema: PgSchema) -> None:
+    engine = sa.create_engine(sa_url(pg_schema.dsn), pool_size=2)
+    try:
+        with Session(engine) as first, Session(engine) as second:
+            a = pgq.enqueue(first, tasks.noop, schema=pg_schema.schema)
+            b = pgq.enqueue(second, tasks.noop, schema=pg_schema.schema)
+            first.rollback()  # only the first session's job goes
+            second.commit()
+        assert pgq.get_job(pg_schema.dsn, a.id, schema=pg_schema.schema) is None
+        assert pgq.get_job(pg_schema.dsn, b.id, schema=pg_schema.schema) is not None
+    finally:
+        engine.dispose()
