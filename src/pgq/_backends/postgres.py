@@ -673,8 +673,8 @@ class _Borrowed:
     reaches its connection through a weak proxy, so neither it nor the backend keeps a
     connection the caller dropped alive (psycopg frees connections by reference counting,
     and a cycle would leave a dropped, unclosed one open until the garbage collector ran).
-    It copies the connection's adapters when it is made; pgq's statements take and return
-    only text, integers and booleans.
+    It copies the connection's adapters when it is made, so adapters registered on the
+    connection later do not change what pgq reads (docs/transactions.md says so).
     """
 
     __slots__ = ("_kept", "_ref")
