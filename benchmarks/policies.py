@@ -12,12 +12,19 @@ Scenarios (every run in a fresh database; reps interleaved, variant order rotati
 - ``many-queues``: 20,000 no-op jobs in one queue vs 1,000 in each of 20 queues, one worker
   process serving every queue (``queues=None``), and the 20 queues named explicitly.
   Target: within 15% of the one-queue drain.
-- ``fairness``: a worker (concurrency 10) serving "flood" and "quiet"; 200 quiet no-op jobs
-  enqueued 20 ms apart, one autocommitted enqueue each. Pickup = the job's ``running`` event
+- ``fairness``: one worker process; 200 quiet no-op jobs enqueued 20 ms apart, one
+  autocommitted enqueue each. Pickup = the job's ``running`` event
   ``at`` minus its ``created_at`` (both the database clock). (a) quiet alone; (b) beside a
   flood a producer process keeps fed at 85% of the worker's measured flood capacity, in
   batches every 10 ms (no backlog builds); (c) beside a 200,000-job flood backlog enqueued
   before the worker starts. Flood jobs sleep 1 ms. Target: p99 (c) within 2x of p99 (b).
+
+  The worker's shape is the same for every fairness condition and for the capacity drain that
+  sizes (b)'s flood: by default ``queues=None`` (it serves every queue, finding "flood" and
+  "quiet" by NOTIFY and by polling for runnable queues) and ``concurrency=8``, the shape users
+  run and issue #9 measures. Only these two queues ever hold jobs, so the conditions mean what
+  they meant with the queues named; ``--fairness-queues named --fairness-concurrency 10`` runs
+  the earlier shape (``queues=["flood", "quiet"]``, concurrency 10) for comparison.
 
 Drains are timed from the database: the first ``running`` event to the last ``finished_at``;
 every job must be ``completed`` or the run is an error. The report (Markdown) goes to stdout,
@@ -74,7 +81,8 @@ from bench_server import Server, find_server  # noqa: E402
 from benchmarks import policy_tasks  # noqa: E402
 
 TASK_MODULE = "benchmarks.policy_tasks"
-CONCURRENCY = 10
+CONCURRENCY = 10  # policy-drain and many-queues
+FAIR_QUEUES = ["flood", "quiet"]  # what --fairness-queues named serves
 CAPPED = {"name": "capped", "concurrency": 1000, "rate": [1_000_000, 1.0]}
 MANY = [f"q{i:02d}" for i in range(20)]
 
@@ -183,6 +191,9 @@ class Ctx:
     sizes: Sizes
     runs_dir: Path
     seq: int = 0
+    # the fairness worker's shape (--fairness-queues, --fairness-concurrency)
+    fair_queues: list[Any] | None = None
+    fair_concurrency: int = 8
 
     def log_path(self, what: str) -> Path:
         self.seq += 1
@@ -206,8 +217,16 @@ class Child(_harness.Child):
         return super().stop(timeout)
 
 
-def worker_child(ctx: Ctx, dsn: str, queues: list[Any] | None, mode: str, **env: str) -> Child:
-    spec = json.dumps({"queues": queues, "concurrency": CONCURRENCY})
+def worker_child(
+    ctx: Ctx,
+    dsn: str,
+    queues: list[Any] | None,
+    mode: str,
+    *,
+    concurrency: int = CONCURRENCY,
+    **env: str,
+) -> Child:
+    spec = json.dumps({"queues": queues, "concurrency": concurrency})
     return Child(
         ctx, f"worker-{mode}", ["_worker", "--dsn", dsn, "--spec", spec, "--mode", mode], env
     )
@@ -249,13 +268,19 @@ Metrics = dict[str, Any]
 
 
 def drain(
-    ctx: Ctx, dsn: str, by_queue: dict[str, int], queues: list[Any] | None, task: Any
+    ctx: Ctx,
+    dsn: str,
+    by_queue: dict[str, int],
+    queues: list[Any] | None,
+    task: Any,
+    *,
+    concurrency: int = CONCURRENCY,
 ) -> Metrics:
     pgq.migrate(dsn)
     n = sum(by_queue.values())
     prefill(dsn, task, by_queue, ctx.sizes.backlog_batch)
     checkpoint(dsn)
-    worker = worker_child(ctx, dsn, queues, "drain")
+    worker = worker_child(ctx, dsn, queues, "drain", concurrency=concurrency)
     try:
         worker.expect("ready", timeout=60)
         start = time.perf_counter()
@@ -333,7 +358,14 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
         checkpoint(dsn)
     stamps = ctx.runs_dir / f"stamps-{ctx.seq + 1:04d}-{condition}.txt"
     stamps.write_text("")
-    worker = worker_child(ctx, dsn, ["flood", "quiet"], "serve", BENCH_STAMP_FILE=str(stamps))
+    worker = worker_child(
+        ctx,
+        dsn,
+        ctx.fair_queues,
+        "serve",
+        concurrency=ctx.fair_concurrency,
+        BENCH_STAMP_FILE=str(stamps),
+    )
     producer: Child | None = None
     samples: list[tuple[int, int]] = []  # (jobs the worker holds, flood backlog or -1)
     sampling = threading.Event()
@@ -466,7 +498,14 @@ def many_variants(s: Sizes) -> list[Variant]:
 
 def fairness_variants(s: Sizes) -> list[Variant]:
     def calibrate(c: Ctx, d: str, state: dict[str, Any]) -> Metrics:
-        m = drain(c, d, {"flood": s.calibrate}, ["flood", "quiet"], policy_tasks.flood)
+        m = drain(
+            c,
+            d,
+            {"flood": s.calibrate},
+            c.fair_queues,
+            policy_tasks.flood,
+            concurrency=c.fair_concurrency,
+        )
         state["capacity"] = m["rate"]
         return m
 
@@ -649,6 +688,11 @@ def pgq_revision() -> str:
     return f"commit {head.stdout.strip()}{dirty}"
 
 
+def fair_shape(args: argparse.Namespace) -> str:
+    queues = "`queues=None`" if args.fairness_queues == "all" else f"`queues={FAIR_QUEUES}`"
+    return f"{queues}, concurrency {args.fairness_concurrency}"
+
+
 def header(server: Server, args: argparse.Namespace, sizes: Sizes) -> list[str]:
     cpu, mem = machine()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -662,8 +706,9 @@ def header(server: Server, args: argparse.Namespace, sizes: Sizes) -> list[str]:
         f"- pgq {pgq.__version__} ({pgq_revision()}), psycopg {psycopg.__version__},"
         f" Python {platform.python_version()}",
         f"- load average at start: {loadavg()} (a busy machine skews every number)",
-        f"- reps: {args.reps}, interleaved, a fresh database per run; one worker process,"
-        f" concurrency {CONCURRENCY}; {sizes.quiet} quiet jobs"
+        f"- reps: {args.reps}, interleaved, a fresh database per run; one worker process;"
+        f" drains: concurrency {CONCURRENCY}; fairness (all its conditions and the capacity"
+        f" drain): {fair_shape(args)}; {sizes.quiet} quiet jobs"
         f" {sizes.interval * 1000:.0f} ms apart",
         "",
     ]
@@ -678,8 +723,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke test")
     p.add_argument("--json-out", type=Path, help="also write raw results here")
+    p.add_argument(
+        "--fairness-queues",
+        choices=("all", "named"),
+        default="all",
+        help='fairness worker: all = queues=None (default); named = ["flood", "quiet"]',
+    )
+    p.add_argument(
+        "--fairness-concurrency",
+        type=int,
+        default=8,
+        help="fairness worker's concurrency (default 8)",
+    )
     args = p.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
+    if args.fairness_concurrency < 1:
+        p.error("--fairness-concurrency must be >= 1")
     return args
 
 
@@ -700,7 +759,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     runs_dir = BENCH / ".runs" / f"policies-{stamp}"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    ctx = Ctx(server, sizes, runs_dir)
+    ctx = Ctx(
+        server,
+        sizes,
+        runs_dir,
+        fair_queues=None if args.fairness_queues == "all" else list(FAIR_QUEUES),
+        fair_concurrency=args.fairness_concurrency,
+    )
     rev_at_start = pgq_revision()
     head = header(server, args, sizes)
     print("\n".join(head), file=sys.stderr, flush=True)
@@ -750,6 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = {
         "header": head,
         "sizes": sizes.__dict__,
+        "fairness_worker": {"queues": ctx.fair_queues, "concurrency": ctx.fair_concurrency},
         "results": results,
         "errors": errors,
         "total_seconds": total,
