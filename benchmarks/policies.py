@@ -13,11 +13,13 @@ Scenarios (every run in a fresh database; reps interleaved, variant order rotati
   process serving every queue (``queues=None``), and the 20 queues named explicitly.
   Target: within 15% of the one-queue drain.
 - ``fairness``: one worker process; 200 quiet no-op jobs enqueued 20 ms apart, one
-  autocommitted enqueue each. Pickup = the job's ``running`` event
-  ``at`` minus its ``created_at`` (both the database clock). (a) quiet alone; (b) beside a
-  flood a producer process keeps fed at 85% of the worker's measured flood capacity, in
-  batches every 10 ms (no backlog builds); (c) beside a 200,000-job flood backlog enqueued
-  before the worker starts. Flood jobs sleep 1 ms. Target: p99 (c) within 2x of p99 (b).
+  autocommitted enqueue each. Pickup, two ways: the job's ``running`` event ``at`` minus its
+  ``created_at`` (both the database clock); and, as issue #9 and ``peers.py``'s ``latency``
+  measure it, the task body's start (``time.time()`` in the worker) minus the client's
+  ``time.time()`` taken just before the enqueue call. (a) quiet alone; (b) beside a flood a
+  producer process keeps fed at 85% of the worker's measured flood capacity, in batches every
+  10 ms (no backlog builds); (c) beside a 200,000-job flood backlog enqueued before the worker
+  starts. Flood jobs sleep 1 ms. Target: p99 (c) within 2x of p99 (b).
 
   The worker's shape is the same for every fairness condition and for the capacity drain that
   sizes (b)'s flood: by default ``queues=None`` (it serves every queue, finding "flood" and
@@ -312,14 +314,18 @@ def drain(
 # -- fairness ---------------------------------------------------------------------------------
 
 
-def enqueue_quiet(dsn: str, n: int, interval: float) -> None:
+def enqueue_quiet(dsn: str, n: int, interval: float) -> list[float]:
+    """Enqueue the quiet jobs; the client's time.time() taken just before each enqueue call."""
+    sent: list[float] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         start = time.perf_counter()
         for i in range(n):
             delay = start + i * interval - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            sent.append(time.time())
             pgq.enqueue(conn, policy_tasks.quiet, {"i": i})  # autocommit: its own transaction
+    return sent
 
 
 QUIET_SQL = """
@@ -380,6 +386,7 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
                 samples.append((int(held), int(backlog)))
 
     flood_out: dict[str, Any] = {}
+    sent: list[float] = []
     try:
         worker.expect("ready", timeout=60)
         wait_registered(dsn, worker)
@@ -408,7 +415,7 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
                 f"planner's row estimate for pgq.jobs when the quiet jobs began: {reltuples:,.0f}"
             )
         threading.Thread(target=sample, daemon=True).start()
-        enqueue_quiet(dsn, sizes.quiet, sizes.interval)
+        sent = enqueue_quiet(dsn, sizes.quiet, sizes.interval)
         deadline = time.monotonic() + 60
         while (
             one(dsn, "select count(*) from pgq.jobs where queue = 'quiet' and state = 'completed'")[
@@ -443,6 +450,9 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
     in_worker = [
         (started[i] - float(run)) * 1000 for i, _created, run, _fin in rows if i in started
     ]
+    # The issue's measure (and peers.py's `latency`): body start - the client's clock before
+    # the enqueue call; it adds the enqueue's own round trip and commit to the wait.
+    client = [(started[i] - sent[i]) * 1000 for i in range(sizes.quiet) if i in started]
     flood_run, window = one(dsn, FLOOD_IN_WINDOW_SQL)
     m: Metrics = {
         "p50": statistics.median(pickup),
@@ -451,6 +461,8 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
         "body_p50": statistics.median(body) if body else math.nan,
         "body_p99": percentile(body, 0.99) if body else math.nan,
         "in_worker_p99": percentile(in_worker, 0.99) if in_worker else math.nan,
+        "client_p50": statistics.median(client) if client else math.nan,
+        "client_p99": percentile(client, 0.99) if client else math.nan,
         "flood_run_rate": int(flood_run) / float(window) if window else 0.0,
         "backlog_end": int(backlog_end),
         "held_median": statistics.median(h for h, _ in samples) if samples else math.nan,
@@ -565,6 +577,7 @@ def rows(s: Sizes) -> list[Row | Ratio]:
     cap = '`Queue("capped", concurrency=1000, rate=Rate(1_000_000, per=1.0))`'
     a, b, c = "(a) quiet alone", "(b) beside a drained flood", f"(c) beside a {s.backlog:,} backlog"
     fr = f"{s.flood_fraction:.0%}"
+    cl = "body start - client clock before enqueue"
     P, M, F = "policy-drain", "many-queues", "fairness"
     return [
         (f"drain {n:,} no-op, queue without a policy (jobs/s)", P, "plain", "rate"),
@@ -592,6 +605,13 @@ def rows(s: Sizes) -> list[Row | Ratio]:
         (f"{c}: quiet pickup p99 (ms)", F, "backlog", "p99"),
         ("**pickup p99 (c) / (b)**", F, "backlog", "drained", "p99", "<=2"),
         ("pickup p50 (c) / (b)", F, "backlog", "drained", "p50", ""),
+        (f"{a}: pickup p50 (ms), {cl}", F, "alone", "client_p50"),
+        (f"{a}: pickup p99 (ms), {cl}", F, "alone", "client_p99"),
+        (f"{b}: pickup p50 (ms), {cl}", F, "drained", "client_p50"),
+        (f"{b}: pickup p99 (ms), {cl}", F, "drained", "client_p99"),
+        (f"{c}: pickup p50 (ms), {cl}", F, "backlog", "client_p50"),
+        (f"{c}: pickup p99 (ms), {cl}", F, "backlog", "client_p99"),
+        (f"**pickup p99 (c) / (b), {cl}**", F, "backlog", "drained", "client_p99", "<=2"),
         (f"(b) flood producer's target, {fr} of the rep's capacity (jobs/s)", F,
          "drained", "flood_target_rate"),
         ("(b) flood fed by the producer (jobs/s)", F, "drained", "flood_fed_rate"),
