@@ -2,6 +2,8 @@
 
     python3 benchmarks/policies.py [--reps 3] [--scenarios policy-drain,many-queues,fairness]
                                    [--dsn DSN] [--quick] [--json-out FILE]
+                                   [--fairness-conditions a,b,c,d]
+                                   [--fairness-queues all|named] [--fairness-concurrency 8]
 
 Scenarios (every run in a fresh database; reps interleaved, variant order rotating per rep):
 
@@ -19,7 +21,13 @@ Scenarios (every run in a fresh database; reps interleaved, variant order rotati
   ``time.time()`` taken just before the enqueue call. (a) quiet alone; (b) beside a flood a
   producer process keeps fed at 85% of the worker's measured flood capacity, in batches every
   10 ms (no backlog builds); (c) beside a 200,000-job flood backlog enqueued before the worker
-  starts. Flood jobs sleep 1 ms. Target: p99 (c) within 2x of p99 (b).
+  starts; (d) beside a 200,000-job backlog that arrives while the worker runs: the worker has
+  been registered and idle for 2 s when a producer process (``_burst``) enqueues the flood as
+  10 back-to-back ``enqueue_many`` batches of 20,000, one transaction each, and the quiet jobs
+  start 1 s after its first batch committed, so they are picked up while the backlog builds
+  and drains (PERFORMANCE.md: this, not (c), is the condition users hit). Flood jobs sleep
+  1 ms. Target: p99 (c) and p99 (d) each within 2x of p99 (b). ``--fairness-conditions d``
+  runs (d) alone; ``b`` includes the capacity drain it needs.
 
   The worker's shape is the same for every fairness condition and for the capacity drain that
   sizes (b)'s flood: by default ``queues=None`` (it serves every queue, finding "flood" and
@@ -33,8 +41,8 @@ every job must be ``completed`` or the run is an error. The report (Markdown) go
 progress to stderr, raw results and worker logs to ``benchmarks/.runs/policies-<stamp>/``.
 
 Runs with pgq's environment (``.venv`` at the repository root): another ``python3`` re-runs
-this script with it. The same file is the worker and producer subprocess (``_worker``,
-``_flood``). PostgreSQL is found as in ``peers.py`` (``bench_server.py``).
+this script with it. The same file is the worker and producer subprocesses (``_worker``,
+``_flood``, ``_burst``). PostgreSQL is found as in ``peers.py`` (``bench_server.py``).
 """
 
 from __future__ import annotations
@@ -101,9 +109,11 @@ class Sizes:
     backlog_batch: int = 10_000
     flood_fraction: float = 0.85
     flood_tick: float = 0.01
+    arriving_batches: int = 10  # (d): the backlog arrives as this many enqueue_many calls
+    arriving_lead: float = 1.0  # (d): first quiet job this long after the first batch commit
 
 
-QUICK = Sizes(drain=2_000, calibrate=5_000, quiet=50, backlog=20_000)
+QUICK = Sizes(drain=2_000, calibrate=5_000, quiet=50, backlog=20_000, arriving_lead=0.1)
 
 # ---------------------------------------------------------------------------------------------
 # subprocess side: a worker, and the flood producer
@@ -181,6 +191,27 @@ def child_flood(dsn: str, rate: float, tick: float) -> None:
             pgq.enqueue_many(conn, [pgq.JobSpec(task=policy_tasks.flood)] * due)
             sent += due
         emit(enqueued=sent, skipped=skipped, seconds=time.perf_counter() - start)
+
+
+def child_burst(dsn: str, total: int, batches: int) -> None:
+    """After "go", enqueue `total` flood jobs as `batches` enqueue_many calls, back to back,
+    one transaction each; report the first commit at once, and every commit at the end
+    (time.time(), the clock the orchestrator stamps the quiet enqueues with)."""
+    sizes = [total // batches + (1 if k < total % batches else 0) for k in range(batches)]
+    specs = [pgq.JobSpec(task=policy_tasks.flood)] * max(sizes)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        emit(ready=True)
+        if not sys.stdin.readline():
+            raise SystemExit("orchestrator went away before 'go'")
+        started = time.time()
+        committed: list[float] = []
+        for k, n in enumerate(sizes):
+            with conn.transaction():
+                pgq.enqueue_many(conn, specs[:n])
+            committed.append(time.time())
+            if k == 0:
+                emit(first_commit=committed[0])
+        emit(enqueued=sum(sizes), started=started, committed=committed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,19 +380,28 @@ select count(*), (select extract(epoch from b - a) from w)
 # worker holds. Served by jobs_leased_queue_idx.
 HELD_SQL = "select count(*) from pgq.jobs where lease_expires_at is not null"
 
+# Autovacuum's ANALYZE runs on pgq.jobs so far: the claim's plans depend on these statistics.
+ANALYZED_SQL = (
+    "select coalesce((select autoanalyze_count from pg_stat_user_tables"
+    " where relid = 'pgq.jobs'::regclass), -1)"
+)
+
 FLOOD_BACKLOG_SQL = (
     "select count(*) from pgq.jobs where queue = 'flood' and state in ('queued', 'retrying')"
 )
 
 
 def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None) -> Metrics:
-    """One condition: 'alone', 'drained' (flood fed at flood_rate) or 'backlog'."""
+    """One condition: 'alone', 'drained' (flood fed at flood_rate), 'backlog' (enqueued before
+    the worker starts) or 'arriving' (enqueued while it runs)."""
     sizes = ctx.sizes
     pgq.migrate(dsn)
     notes: list[str] = []
     if condition == "backlog":
         prefill(dsn, policy_tasks.flood, {"flood": sizes.backlog}, sizes.backlog_batch)
         checkpoint(dsn)
+    elif condition == "arriving":
+        checkpoint(dsn)  # the new database's pages are not written back during the flood
     stamps = ctx.runs_dir / f"stamps-{ctx.seq + 1:04d}-{condition}.txt"
     stamps.write_text("")
     worker = worker_child(
@@ -406,8 +446,28 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
                 ],
             )
             producer.expect("ready", timeout=60)
+        elif condition == "arriving":
+            producer = Child(
+                ctx,
+                "flood-arriving",
+                [
+                    "_burst",
+                    "--dsn",
+                    dsn,
+                    "--total",
+                    str(sizes.backlog),
+                    "--batches",
+                    str(sizes.arriving_batches),
+                ],
+            )
+            producer.expect("ready", timeout=60)
         time.sleep(sizes.idle)  # idle, or busy with the flood, before the first quiet job
-        if condition == "backlog":
+        if condition == "arriving":
+            assert producer is not None
+            producer.go()  # the worker is registered and has been idle for sizes.idle
+            first_commit = producer.expect("first_commit", timeout=120)["first_commit"]
+            time.sleep(max(0.0, first_commit + sizes.arriving_lead - time.time()))
+        if condition in ("backlog", "arriving"):
             (reltuples,) = one(
                 dsn, "select reltuples from pg_class where oid = 'pgq.jobs'::regclass"
             )
@@ -416,7 +476,7 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
             )
         threading.Thread(target=sample, daemon=True).start()
         sent = enqueue_quiet(dsn, sizes.quiet, sizes.interval)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while (
             one(dsn, "select count(*) from pgq.jobs where queue = 'quiet' and state = 'completed'")[
                 0
@@ -426,13 +486,18 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
             if worker.proc.poll() is not None:
                 raise BenchError(f"worker exited {worker.proc.returncode}:\n{tail(worker.log)}")
             if time.monotonic() > deadline:
-                raise BenchError("quiet jobs not all completed within 60 s")
+                raise BenchError("quiet jobs not all completed within 120 s")
             time.sleep(0.05)
         sampling.set()
         (backlog_end,) = one(dsn, FLOOD_BACKLOG_SQL)
-        if producer is not None:
+        (analyzed,) = one(dsn, ANALYZED_SQL)
+        if condition == "drained":
+            assert producer is not None
             producer.proc.send_signal(signal.SIGTERM)
             flood_out = producer.expect("enqueued", timeout=30)
+        elif condition == "arriving":
+            assert producer is not None
+            flood_out = producer.expect("enqueued", timeout=300)  # all of it, every time
     finally:
         sampling.set()
         if producer is not None:
@@ -466,8 +531,21 @@ def fairness(ctx: Ctx, dsn: str, condition: str, flood_rate: float | None = None
         "flood_run_rate": int(flood_run) / float(window) if window else 0.0,
         "backlog_end": int(backlog_end),
         "held_median": statistics.median(h for h, _ in samples) if samples else math.nan,
+        "_client_ms": [  # raw results only: each quiet job's client-clock pickup, in order
+            round((started[i] - sent[i]) * 1000, 3) if i in started else None
+            for i in range(sizes.quiet)
+        ],
     }
-    if flood_out:
+    if condition in ("backlog", "arriving"):
+        m["autoanalyzed"] = int(analyzed)
+    if condition == "arriving":
+        commits = flood_out["committed"]
+        m["flood_enqueue_s"] = commits[-1] - flood_out["started"]
+        m["flood_enqueue_rate"] = flood_out["enqueued"] / m["flood_enqueue_s"]
+        m["quiet_lead_s"] = sent[0] - commits[0]
+        m["flood_batches_in_window"] = sum(1 for t in commits if sent[0] <= t <= sent[-1])
+        m["_flood_commits_s"] = [t - sent[0] for t in commits]  # raw results only
+    elif flood_out:
         m["flood_fed_rate"] = flood_out["enqueued"] / flood_out["seconds"]
         m["flood_target_rate"] = flood_rate
         m["flood_skipped"] = flood_out["skipped"]
@@ -531,7 +609,12 @@ def fairness_variants(s: Sizes) -> list[Variant]:
         ("capacity", calibrate),
         ("drained", drained),
         ("backlog", lambda c, d, _st: fairness(c, d, "backlog")),
+        ("arriving", lambda c, d, _st: fairness(c, d, "arriving")),
     ]
+
+
+# --fairness-conditions: the letters of the docstring; (b) needs the capacity drain before it
+CONDITIONS = {"a": ["alone"], "b": ["capacity", "drained"], "c": ["backlog"], "d": ["arriving"]}
 
 
 SCENARIOS: dict[str, Callable[[Sizes], list[Variant]]] = {
@@ -576,6 +659,8 @@ def rows(s: Sizes) -> list[Row | Ratio]:
     n, per, q = s.drain, s.drain // s.queues, s.queues
     cap = '`Queue("capped", concurrency=1000, rate=Rate(1_000_000, per=1.0))`'
     a, b, c = "(a) quiet alone", "(b) beside a drained flood", f"(c) beside a {s.backlog:,} backlog"
+    d = f"(d) beside a {s.backlog:,} backlog arriving while the worker runs"
+    nb = s.arriving_batches
     fr = f"{s.flood_fraction:.0%}"
     cl = "body start - client clock before enqueue"
     P, M, F = "policy-drain", "many-queues", "fairness"
@@ -603,15 +688,30 @@ def rows(s: Sizes) -> list[Row | Ratio]:
         (f"{b}: quiet pickup p99 (ms)", F, "drained", "p99"),
         (f"{c}: quiet pickup p50 (ms)", F, "backlog", "p50"),
         (f"{c}: quiet pickup p99 (ms)", F, "backlog", "p99"),
+        (f"{d}: quiet pickup p50 (ms)", F, "arriving", "p50"),
+        (f"{d}: quiet pickup p99 (ms)", F, "arriving", "p99"),
         ("**pickup p99 (c) / (b)**", F, "backlog", "drained", "p99", "<=2"),
+        ("**pickup p99 (d) / (b)**", F, "arriving", "drained", "p99", "<=2"),
         ("pickup p50 (c) / (b)", F, "backlog", "drained", "p50", ""),
+        ("pickup p50 (d) / (b)", F, "arriving", "drained", "p50", ""),
         (f"{a}: pickup p50 (ms), {cl}", F, "alone", "client_p50"),
         (f"{a}: pickup p99 (ms), {cl}", F, "alone", "client_p99"),
         (f"{b}: pickup p50 (ms), {cl}", F, "drained", "client_p50"),
         (f"{b}: pickup p99 (ms), {cl}", F, "drained", "client_p99"),
         (f"{c}: pickup p50 (ms), {cl}", F, "backlog", "client_p50"),
         (f"{c}: pickup p99 (ms), {cl}", F, "backlog", "client_p99"),
+        (f"{d}: pickup p50 (ms), {cl}", F, "arriving", "client_p50"),
+        (f"{d}: pickup p99 (ms), {cl}", F, "arriving", "client_p99"),
         (f"**pickup p99 (c) / (b), {cl}**", F, "backlog", "drained", "client_p99", "<=2"),
+        (f"**pickup p99 (d) / (b), {cl}**", F, "arriving", "drained", "client_p99", "<=2"),
+        (f"(d) flood enqueue, go to the last of {nb} commits (s)", F, "arriving",
+         "flood_enqueue_s"),
+        ("(d) flood enqueue rate over those seconds (jobs/s)", F, "arriving",
+         "flood_enqueue_rate"),
+        ("(d) first quiet enqueue after the first flood commit (s)", F, "arriving",
+         "quiet_lead_s"),
+        (f"(d) flood batches (of {nb}) committed while quiet jobs arrived", F, "arriving",
+         "flood_batches_in_window"),
         (f"(b) flood producer's target, {fr} of the rep's capacity (jobs/s)", F,
          "drained", "flood_target_rate"),
         ("(b) flood fed by the producer (jobs/s)", F, "drained", "flood_fed_rate"),
@@ -621,19 +721,27 @@ def rows(s: Sizes) -> list[Row | Ratio]:
          "flood_run_rate"),
         ("(c) flood jobs started while quiet jobs arrived (jobs/s)", F, "backlog",
          "flood_run_rate"),
+        ("(d) flood jobs started while quiet jobs arrived (jobs/s)", F, "arriving",
+         "flood_run_rate"),
         ("(b) flood backlog, largest sampled every 0.25 s", F, "drained", "backlog_max"),
         ("(a) jobs the worker held (claimed, unfinished), median sample", F, "alone",
          "held_median"),
         ("(b) jobs the worker held, median sample", F, "drained", "held_median"),
         ("(c) jobs the worker held, median sample", F, "backlog", "held_median"),
+        ("(d) jobs the worker held, median sample", F, "arriving", "held_median"),
         ("(b) flood backlog when the last quiet job finished", F, "drained", "backlog_end"),
         ("(c) flood backlog when the last quiet job finished", F, "backlog", "backlog_end"),
+        ("(d) flood backlog when the last quiet job finished", F, "arriving", "backlog_end"),
+        ("(c) autovacuum ANALYZE runs on pgq.jobs by then", F, "backlog", "autoanalyzed"),
+        ("(d) autovacuum ANALYZE runs on pgq.jobs by then", F, "arriving", "autoanalyzed"),
         ("(a) quiet body start - created_at, p50 / p99 (ms)", F, "alone", "body"),
         ("(b) quiet body start - created_at, p50 / p99 (ms)", F, "drained", "body"),
         ("(c) quiet body start - created_at, p50 / p99 (ms)", F, "backlog", "body"),
+        ("(d) quiet body start - created_at, p50 / p99 (ms)", F, "arriving", "body"),
         ("(a) quiet body start - running event, p99 (ms)", F, "alone", "in_worker_p99"),
         ("(b) quiet body start - running event, p99 (ms)", F, "drained", "in_worker_p99"),
         ("(c) quiet body start - running event, p99 (ms)", F, "backlog", "in_worker_p99"),
+        ("(d) quiet body start - running event, p99 (ms)", F, "arriving", "in_worker_p99"),
     ]  # fmt: skip
 
 
@@ -744,6 +852,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke test")
     p.add_argument("--json-out", type=Path, help="also write raw results here")
     p.add_argument(
+        "--fairness-conditions",
+        default=",".join(CONDITIONS),
+        help="fairness conditions to run, of a,b,c,d (default all; b includes its capacity drain)",
+    )
+    p.add_argument(
         "--fairness-queues",
         choices=("all", "named"),
         default="all",
@@ -759,6 +872,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.reps = args.reps or (1 if args.quick else 3)
     if args.fairness_concurrency < 1:
         p.error("--fairness-concurrency must be >= 1")
+    args.fairness_conditions = [c.strip() for c in args.fairness_conditions.split(",") if c.strip()]
+    if not args.fairness_conditions or set(args.fairness_conditions) - set(CONDITIONS):
+        p.error(f"--fairness-conditions takes some of {','.join(CONDITIONS)}")
     return args
 
 
@@ -795,6 +911,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rep in range(args.reps):
         for key in scenarios:
             variants = SCENARIOS[key](sizes)
+            if key == "fairness":
+                wanted = {v for c in args.fairness_conditions for v in CONDITIONS[c]}
+                variants = [v for v in variants if v[0] in wanted]
             if key in ROTATE:
                 k = rep % len(variants)
                 variants = variants[k:] + variants[:k]
@@ -847,23 +966,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+CHILD_ROLES = ("_worker", "_flood", "_burst")
+
+
 def child_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=("_worker", "_flood"))
+    p.add_argument("role", choices=CHILD_ROLES)
     p.add_argument("--dsn", required=True)
     p.add_argument("--spec", default="{}")
     p.add_argument("--mode", choices=("drain", "serve"), default="drain")
     p.add_argument("--rate", type=float, default=0.0)
     p.add_argument("--tick", type=float, default=0.01)
+    p.add_argument("--total", type=int, default=0)
+    p.add_argument("--batches", type=int, default=1)
     ns = p.parse_args(argv)
     if ns.role == "_worker":
         child_worker(ns.dsn, json.loads(ns.spec), ns.mode)
-    else:
+    elif ns.role == "_flood":
         child_flood(ns.dsn, ns.rate, ns.tick)
+    else:
+        child_burst(ns.dsn, ns.total, ns.batches)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("_worker", "_flood"):
+    if len(sys.argv) > 1 and sys.argv[1] in CHILD_ROLES:
         child_main(sys.argv[1:])
     else:
         raise SystemExit(main())
