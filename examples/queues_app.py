@@ -56,10 +56,16 @@ def main() -> None:
     webhook_ids = [j.id for j in jobs[20:]]
     print(f"enqueued {len(thumbnail_ids)} thumbnails and {len(webhook_ids)} webhooks")
 
-    # 3. The worker serves the queues declared in code and those of the file, and writes both
-    #    policies to the database at start, where every worker's claims read them.
+    # 3. The worker serves the queues named in code (with none, it would serve every queue),
+    #    takes the webhooks policy from the file, and writes both policies to the database at
+    #    start, where every worker's claims read them.
     worker = pgq.Worker(
-        dsn, tasks=["tasks"], queues=[THUMBNAILS], config=CONFIG, concurrency=4, schema=SCHEMA
+        dsn,
+        tasks=["tasks"],
+        queues=[THUMBNAILS, "webhooks"],
+        config=CONFIG,
+        concurrency=4,
+        schema=SCHEMA,
     )
     assert worker.queues == ["thumbnails", "webhooks"]
     tasks.partner_down_until = time.monotonic() + 1.5

@@ -117,3 +117,8 @@ def queue_settings_apply() -> None:
 @pgq.task
 def sleeps_past_queue_timeout() -> None:
     time.sleep(1.0)
+
+
+@pgq.task(queue="sick")
+def times_out() -> None:
+    raise TimeoutError("downstream timed out")

@@ -250,8 +250,11 @@ def merge_queues(
 ) -> tuple[list[str] | None, dict[str, Queue]]:
     """The queues a worker serves (None: every queue) and the policies it owns.
 
-    A queue named in code and in the file takes the file's table (operators tune the file).
-    With a file and no queues in code, the worker serves the file's queues.
+    The queues named in code (`queues=`, `--queue`) are the ones served; with none, every
+    queue is (DESIGN.md), so a queue the file does not name is never starved by one it does.
+    The file declares policies, never which queues are served: a worker owns the file's tables
+    of the queues it serves (all of them when it serves every queue), and a queue named in code
+    and in the file takes the file's table (operators tune the file).
     """
     policies: dict[str, Queue] = {}
     names: list[str] | None = None
@@ -263,12 +266,9 @@ def merge_queues(
                 names.append(item.name)
             else:
                 names.append(check_queue_name(item))
-    if from_file:
-        policies.update(from_file)
-        if names is None:
-            names = list(from_file)
-        else:
-            names += [n for n in from_file if n not in names]
+    for name, policy in (from_file or {}).items():
+        if names is None or name in names:
+            policies[name] = policy
     return names, policies
 
 

@@ -137,6 +137,43 @@ def test_open_circuit_stops_attempts_while_a_healthy_queue_keeps_running(
     assert missing.stderr.strip() == "pgq: error: no queue 'nope': it has no jobs and no policy"
 
 
+@pytest.mark.timeout(120)
+def test_an_open_circuit_never_starves_a_queue_the_config_does_not_name(
+    pg_schema: PgSchema, procs: Procs, tmp_path: Path
+) -> None:
+    """Issue #9, 1a: two workers with no --queue and a config naming only the sick queue.
+    The healthy queue (no policy) runs as fast as with no sick queue beside it."""
+    config = tmp_path / "pgq.toml"
+    config.write_text(
+        "[queues.sick]\ncircuit = { failures = 3, window = 30.0, cooldown = 3.0, probes = 1 }\n"
+    )
+    specs = [pgq.JobSpec(task="tests.tasks.times_out") for _ in range(40)]
+    pgq.enqueue_many(pg_schema.dsn, specs, schema=pg_schema.schema)
+    for _ in range(2):
+        procs.worker("--concurrency", "4", "--config", str(config))
+    wait_for(lambda: live_workers(pg_schema) == 2, timeout=30, what="2 workers to start")
+    wait_for(
+        lambda: any(q.circuit_state == "open" for q in queues(pg_schema)),
+        timeout=30,
+        what="the sick queue's circuit to open",
+    )
+    healthy = [pgq.JobSpec(task="tests.tasks.noop", queue="healthy") for _ in range(300)]
+    started = time.monotonic()
+    pgq.enqueue_many(pg_schema.dsn, healthy, schema=pg_schema.schema)
+    wait_for(
+        lambda: count(pg_schema, "completed") == 300,
+        timeout=30,
+        what="the healthy queue to drain beside the open circuit",
+    )
+    took = time.monotonic() - started
+    stop_all(procs)
+    assert took < 10.0, f"300 no-op jobs took {took:.1f}s beside an open circuit"
+    [(sick_attempts,)] = pg_schema.sql(
+        "select sum(attempt) from {schema}.jobs where queue = 'sick'"
+    )
+    assert sick_attempts < 40  # the circuit held most sick jobs back meanwhile
+
+
 @pytest.mark.timeout(90)
 def test_pause_from_the_cli_stops_claims_of_a_running_worker(
     pg_schema: PgSchema, procs: Procs
