@@ -44,20 +44,13 @@ class Backend(Protocol):
         wants: Sequence[tuple[str, int]],
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
-        guarded: Sequence[str] = (),
-        plain: bool = False,
     ) -> list[ClaimedJob]:
         """Claim up to n runnable jobs of each (queue, n), under leases of `lease_s` seconds.
 
-        Each queue's policy row limits what it gives: nothing while paused or while its circuit
-        is open; no more than its concurrency cap, its rate limit, or (half-open) its probes
-        allow. A queue with a cap, a rate or a circuit gives jobs only when it is among
-        `guarded`, whose policy rows the claim locks first, so that concurrent claims count
-        each other's jobs exactly; the worker names the queues whose policies it knows to need
-        that.
-
-        `plain` says that none of the queues had a policy row when the worker last looked: the
-        claim then skips the policy work, and a queue that has a row by now gives nothing.
+        Each queue's policy limits what it gives: nothing while paused or while its circuit is
+        open; no more than its concurrency cap, its rate limit, or (half-open) its probes
+        allow, counted exactly across every worker. How is the backend's business (the
+        PostgreSQL backend picks its statement from the policy rows it last read).
 
         `max_attempts` maps task names to their own setting: a job enqueued without one gets
         its task's stamped at claim, so the reaper (which knows no tasks) applies it too.

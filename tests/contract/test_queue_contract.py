@@ -15,7 +15,6 @@ W = "w1"
 
 
 def claim(h: Harness, queue: str = "default", n: int = 10, **kw: object) -> list[pgq.Enqueued]:
-    kw.setdefault("guarded", [queue])
     return h.backend.claim(worker_id=W, wants=[(queue, n)], lease_s=30.0, **kw)  # type: ignore[arg-type, return-value]
 
 
@@ -31,7 +30,7 @@ def info(h: Harness, queue: str = "default") -> pgq.QueueInfo:
 def test_a_queue_without_a_policy_gives_what_is_asked(harness: Harness) -> None:
     for _ in range(5):
         harness.enqueue(tasks.noop)
-    assert len(claim(harness, n=3, guarded=[])) == 3
+    assert len(claim(harness, n=3)) == 3
     assert harness.backend.read_policies() == {}
 
 
@@ -69,11 +68,12 @@ def test_concurrency_cap_counts_every_running_job(harness: Harness) -> None:
     assert len(claim(harness)) == 1
 
 
-def test_a_guarded_queue_gives_nothing_unless_the_claim_guards_it(harness: Harness) -> None:
-    write(harness, pgq.Queue("default", concurrency=5))
-    harness.enqueue(tasks.noop)
-    assert claim(harness, guarded=[]) == []
-    assert len(claim(harness)) == 1
+def test_a_policy_written_by_this_backend_binds_its_next_claim(harness: Harness) -> None:
+    for _ in range(3):
+        harness.enqueue(tasks.noop)
+    assert len(claim(harness, n=1)) == 1  # no policy yet: the claim without the policy work
+    write(harness, pgq.Queue("default", concurrency=2))
+    assert len(claim(harness)) == 1  # the cap counts the job already running
 
 
 def test_rate_limit_holds_jobs_back_without_using_attempts(harness: Harness) -> None:
@@ -200,11 +200,14 @@ def test_list_queues_reports_depth_running_and_policy(harness: Harness) -> None:
     assert queues["plain"].policy is None and not queues["plain"].paused
 
 
-def test_a_plain_claim_skips_queues_that_have_a_policy_row(harness: Harness) -> None:
+def test_a_policy_row_written_elsewhere_is_honoured_by_the_next_claims(harness: Harness) -> None:
     harness.enqueue(tasks.noop)
     harness.enqueue(tasks.noop, queue="other")
-    assert len(claim(harness, "default", plain=True, guarded=[])) == 1
-    pgq.pause_queue(harness.target, "other", **harness.api)
+    assert len(claim(harness, "default")) == 1  # no row: the backend remembers that a while
+    pgq.pause_queue(harness.target, "other", **harness.api)  # another connection writes it
+    assert claim(harness, "other") == []  # a row the backend did not know of: nothing yet
     pgq.resume_queue(harness.target, "other", **harness.api)  # a row now, with no limit
-    assert claim(harness, "other", plain=True, guarded=[]) == []
-    assert len(claim(harness, "other", guarded=[])) == 1
+    deadline = time.monotonic() + 3.0
+    while not (got := claim(harness, "other")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # within a second the backend reads the rows again
+    assert len(got) == 1

@@ -221,3 +221,58 @@ def test_a_late_success_after_a_timeout_never_wins(harness: Harness) -> None:
     assert record.state == "dead"
     assert record.last_error is not None and "timeout" in record.last_error
     assert [e.to_state for e in record.events][-1] == "discarded"
+
+
+def pgq_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("pgq-"))
+
+
+def test_a_worker_runs_again_after_it_returned_and_leaves_no_thread(harness: Harness) -> None:
+    """Issue #9, 1c: a Worker that returned from run_until_empty runs again, and when a run
+    returns every thread it started has ended (a user's suite builds hundreds of workers)."""
+    before = pgq_threads()
+    job = harness.enqueue(tasks.noop, delay=120)
+    worker = harness.worker()
+    worker.run_until_empty(max_wait=0.5)
+    assert harness.get(job.id).state == "queued"  # due in 120 s: left for a later run
+    assert pgq_threads() == before
+    harness.make_due(job.id)
+    worker.run_until_empty(max_wait=0.5)
+    assert harness.get(job.id).state == "completed"
+    assert pgq_threads() == before
+    # run() too: stopped from another thread, then run again.
+    again = harness.enqueue(tasks.noop)
+    timer = threading.Timer(0.5, worker.stop)
+    timer.start()
+    worker.run()
+    assert harness.get(again.id).state == "completed"
+    assert pgq_threads() == before
+    assert worker.stats.completed == 2
+
+
+def test_a_stop_asked_before_the_run_ends_that_run_at_once(harness: Harness) -> None:
+    job = harness.enqueue(tasks.noop)
+    worker = harness.worker()
+    worker.stop()
+    started = time.monotonic()
+    worker.run()
+    assert time.monotonic() - started < 3.0
+    assert harness.get(job.id).state == "queued"
+    worker.run_until_empty(max_wait=0.5)  # the stop was for that run only
+    assert harness.get(job.id).state == "completed"
+
+
+def test_a_worker_refuses_to_run_twice_at_once(harness: Harness) -> None:
+    worker = harness.worker()
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "pgq-flusher" not in pgq_threads() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(RuntimeError, match="running already"):
+            worker.run_until_empty(max_wait=0.1)
+    finally:
+        worker.stop()
+        thread.join(15)
+    assert not thread.is_alive()

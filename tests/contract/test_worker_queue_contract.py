@@ -183,9 +183,7 @@ def test_burst_mode_leaves_jobs_an_open_circuit_holds_back(
 def test_a_lease_lost_to_the_reaper_counts_toward_the_circuit(harness: Harness) -> None:
     circuit = pgq.Circuit(failures=1, window=30.0, cooldown=300.0)
     job = harness.enqueue(tasks.noop, queue="flaky")
-    [claimed] = harness.backend.claim(
-        worker_id="ghost", wants=[("flaky", 1)], lease_s=30.0, plain=True
-    )
+    [claimed] = harness.backend.claim(worker_id="ghost", wants=[("flaky", 1)], lease_s=30.0)
     harness.expire_lease(claimed.id)
     worker, thread = start(
         harness, queues=[pgq.Queue("flaky", circuit=circuit)], reaper_interval=0.2

@@ -152,9 +152,7 @@ def test_racing_claims_never_pass_a_concurrency_cap(pg_schema: PgSchema) -> None
             start.wait()
             idle = 0
             while idle < 50:
-                batch = backend.claim(
-                    worker_id=f"w{n}", wants=[("capped", 3)], lease_s=30.0, guarded=["capped"]
-                )
+                batch = backend.claim(worker_id=f"w{n}", wants=[("capped", 3)], lease_s=30.0)
                 if not batch:
                     idle += 1
                     continue

@@ -52,8 +52,7 @@ from pgq._records import (
     QueueEvent,
     QueueInfo,
 )
-from pgq._runner import counts_for_circuit, run_attempt
-from pgq._tasks import Task, resolve_tasks
+from pgq._tasks import Task
 
 if TYPE_CHECKING:
     from pgq._ports import Backend
@@ -88,11 +87,6 @@ class _QueueRow:
     paused: bool = False
     starts: dict[datetime, int] = field(default_factory=dict)  # bucket start -> job starts
     events: list[QueueEvent] = field(default_factory=list)
-
-    @property
-    def guarded(self) -> bool:
-        p = self.policy
-        return p.concurrency is not None or p.rate is not None or p.circuit is not None
 
 
 class MemoryListener:
@@ -255,16 +249,12 @@ class InMemoryBackend:
         wants: Sequence[tuple[str, int]],
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
-        guarded: Sequence[str] = (),
-        plain: bool = False,
     ) -> list[ClaimedJob]:
         claimed: list[ClaimedJob] = []
         with self._lock:
             now = self.clock.now()
             for queue, wanted in wants:
-                if plain and queue in self._queues:
-                    continue  # as claim_plain: a queue with a policy row gives nothing here
-                limit, probe = self._allowance(queue, wanted, now, guarded)
+                limit, probe = self._allowance(queue, wanted, now)
                 if limit <= 0:
                     continue
                 runnable = sorted(
@@ -300,15 +290,13 @@ class InMemoryBackend:
                     q.starts[bucket] = q.starts.get(bucket, 0) + len(runnable)
         return claimed
 
-    def _allowance(
-        self, queue: str, wanted: int, now: datetime, guarded: Sequence[str]
-    ) -> tuple[int, bool]:
+    def _allowance(self, queue: str, wanted: int, now: datetime) -> tuple[int, bool]:
         """How many jobs `queue` may give now, and whether they are half-open probes. The
         PostgreSQL claim statement makes the same decisions in SQL."""
         q = self._queues.get(queue)
         if q is None:
             return wanted, False
-        if q.paused or (q.guarded and queue not in guarded):
+        if q.paused:
             return 0, False
         policy = q.policy
         limit, probe = wanted, False
@@ -704,45 +692,12 @@ class InMemoryBackend:
         """Run every job, retries included, to a terminal state, in this thread; return how
         many attempts ran. Instead of sleeping, the clock jumps to the next due job.
 
-        A job whose task is not among `tasks` fails its attempts as a worker would fail them.
+        A job whose task is not among `tasks` fails its attempts as a worker would fail them;
+        outcomes are written by the worker's own result writer (`pgq._worker.inline`).
         """
-        known = resolve_tasks(list(tasks))
-        stamped = {n: t.max_attempts for n, t in known.items() if t.max_attempts is not None}
-        worker_id = "in-memory"
-        runs = 0
-        while True:
-            with self._lock:
-                queues = sorted({r.queue for r in self._jobs.values() if r.state in RUNNABLE})
-                policies = {n: q.policy for n, q in self._queues.items()}
-            claimed = self.claim(
-                worker_id=worker_id,
-                wants=[(q, 1) for q in queues],
-                lease_s=3600.0,
-                max_attempts=stamped,
-                guarded=queues,
-            )
-            if not claimed:
-                due = self.next_run_at()
-                if due is None:
-                    return runs
-                self.clock.advance_to(due)
-                self.advance_circuits()
-                continue
-            for job in claimed:
-                runs += 1
-                if runs > max_runs:
-                    raise RuntimeError(f"run_until_empty ran {max_runs} attempts and jobs remain")
-                failed = run_attempt(job, known, policies)
-                if failed is None:
-                    self.complete_many([job.lease])
-                    if job.probe:
-                        self.record_probe_success(job.queue, worker_id=worker_id)
-                    continue
-                self.fail(job.lease, failed.outcome, error=failed.error)
-                if counts_for_circuit(failed, policies.get(job.queue)):
-                    self.record_circuit_failures(
-                        job.queue, count=1, error=failed.error, worker_id=worker_id
-                    )
+        from pgq._worker import inline
+
+        return inline.run_until_empty(self, tasks=tasks, max_runs=max_runs)
 
     def next_run_at(self) -> datetime | None:
         """When the earliest runnable job may run, or None: its run_at, or later when its queue

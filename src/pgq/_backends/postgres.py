@@ -177,6 +177,8 @@ class PostgresBackend:
         self.channel = channel_for(schema)
         self._owns = owns
         self._dsn: str | None = None
+        # (when read, queues with a policy row, those with a cap, rate or circuit): _policy_rows
+        self._policy_cache: tuple[float, frozenset[str], frozenset[str]] | None = None
 
     # -- construction --------------------------------------------------------------------
 
@@ -362,34 +364,24 @@ class PostgresBackend:
         wants: Sequence[tuple[str, int]],
         lease_s: float,
         max_attempts: Mapping[str, int] | None = None,
-        guarded: Sequence[str] = (),
-        plain: bool = False,
     ) -> list[ClaimedJob]:
         wants = [(q, n) for q, n in wants if n > 0]
         if not wants:
             return []
-        if plain:
-            rows = self._rows(
-                "claim_plain",
-                {
-                    "queues": [q for q, _ in wants],
-                    "limits": [n for _, n in wants],
-                    "worker_id": worker_id,
-                    "lease_s": lease_s,
-                    "task_names": list(max_attempts or ()),
-                    "task_max_attempts": list((max_attempts or {}).values()),
-                },
-            )
-            return list(map(ClaimedJob._make, rows))
-        params = {
+        rows_of, guarded_of = self._policy_rows()
+        params: dict[str, Any] = {
             "queues": [q for q, _ in wants],
             "limits": [n for _, n in wants],
             "worker_id": worker_id,
             "lease_s": lease_s,
             "task_names": list(max_attempts or ()),
             "task_max_attempts": list((max_attempts or {}).values()),
-            "guarded": sorted(set(guarded)),  # name order: the row locks never wait in a cycle
         }
+        if not any(q in rows_of for q, _ in wants):
+            # No policy row for any of them when last read: the claim without the policy work.
+            return list(map(ClaimedJob._make, self._rows("claim_plain", params)))
+        # Name order: the row locks of guarded queues never wait in a cycle.
+        params["guarded"] = sorted(q for q, _ in wants if q in guarded_of)
         claimed: list[ClaimedJob] = []
         for _ in range(_CLAIM_TRIES):
             stale: list[tuple[str, int]] = []
@@ -402,6 +394,18 @@ class PostgresBackend:
                 break
             params |= {"queues": [q for q, _ in stale], "limits": [n for _, n in stale]}
         return claimed
+
+    def _policy_rows(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The queues that have a policy row, and those of them with a cap, a rate or a
+        circuit, as last read (read_policies; again here when older than a second). A queue
+        whose row is newer than that gives nothing until the next read: the statements check
+        the rows themselves, so a stale cache delays jobs by a second, never breaks a cap."""
+        cache = self._policy_cache
+        if cache is None or time.monotonic() - cache[0] > _POLICY_CACHE_S:
+            self.read_policies()
+            cache = self._policy_cache
+            assert cache is not None
+        return cache[1], cache[2]
 
     def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:
         held: set[Lease] = set()
@@ -464,6 +468,7 @@ class PostgresBackend:
     def write_policies(
         self, policies: Sequence[Queue], *, worker_id: str, live_only: bool = False
     ) -> None:
+        self._policy_cache = None  # this backend's own writes count at its next claim
         for policy in policies:
             self._run(
                 "write_live_policy" if live_only else "write_policy",
@@ -473,9 +478,17 @@ class PostgresBackend:
                 self.set_paused(policy.name, policy.paused, by=worker_id)
 
     def read_policies(self) -> dict[str, Queue]:
-        return {row[0]: _policy_from_row(row) for row in self._rows("read_policies", {})}
+        policies = {row[0]: _policy_from_row(row) for row in self._rows("read_policies", {})}
+        guarded = frozenset(
+            name
+            for name, p in policies.items()
+            if p.concurrency is not None or p.rate is not None or p.circuit is not None
+        )
+        self._policy_cache = (time.monotonic(), frozenset(policies), guarded)
+        return policies
 
     def set_paused(self, queue: str, paused: bool, *, by: str) -> bool:
+        self._policy_cache = None
         [(n,)] = self._rows(
             "set_paused", {"queue": queue, "paused": paused, "by": by, "channel": self.channel}
         )
@@ -724,6 +737,9 @@ def _atomic(conn: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     return conn.transaction() if conn.autocommit and idle else contextlib.nullcontext()
 
+
+# How long the claim trusts the policy rows it last read (the worker reads them every second).
+_POLICY_CACHE_S = 1.0
 
 # A claim of a guarded queue that lost a race with another claim is asked again at most this
 # many times in a row (then the worker's next claim tries).

@@ -1,0 +1,54 @@
+"""The synchronous driver behind `InMemoryBackend.run_until_empty`: claims one job per queue
+at a time, runs it in the calling thread, and writes its outcome with the worker's own
+`ResultWriter`, so that tests see exactly the worker's rules. Instead of sleeping, it moves
+the backend's clock to the next due job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pgq._runner import run_attempt
+from pgq._tasks import Task, resolve_tasks
+from pgq._worker.events import Hooks
+from pgq._worker.policies import QueuePolicies
+from pgq._worker.results import ResultWriter
+
+if TYPE_CHECKING:
+    from pgq._backends.memory import InMemoryBackend
+
+WORKER_ID = "in-memory"
+
+
+def run_until_empty(
+    backend: InMemoryBackend, *, tasks: Iterable[str | Task[..., Any]], max_runs: int
+) -> int:
+    """Run every job, retries included, to a terminal state; return how many attempts ran."""
+    known = resolve_tasks(list(tasks))
+    stamped = {n: t.max_attempts for n, t in known.items() if t.max_attempts is not None}
+    policies = QueuePolicies({}, None)
+    writer = ResultWriter(
+        backend, worker_id=WORKER_ID, circuit_of=policies.circuit_of, hooks=Hooks()
+    )
+    runs = 0
+    while True:
+        policies.refresh(backend)
+        queues = backend.runnable_queues()
+        claimed = backend.claim(
+            worker_id=WORKER_ID,
+            wants=[(q, 1) for q in queues],
+            lease_s=3600.0,
+            max_attempts=stamped,
+        )
+        if not claimed:
+            due = backend.next_run_at()
+            if due is None:
+                return runs
+            backend.clock.advance_to(due)
+            backend.advance_circuits()
+            continue
+        for job in claimed:
+            runs += 1
+            if runs > max_runs:
+                raise RuntimeError(f"run_until_empty ran {max_runs} attempts and jobs remain")
+            writer.write([(job, run_attempt(job, known, policies.stored))])
