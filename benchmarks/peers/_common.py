@@ -11,6 +11,11 @@ Protocol (stdout, one JSON object per line):
   prints ``{"jobs": n, "seconds": t}``.
 - ``enqueue-bulk``: ``--n`` jobs in one bulk call; prints ``{"jobs": n, "seconds": t}``.
   ``prefill`` is the same, used (untimed) to build a backlog.
+- ``enqueue-bulk-typed``: ``--n`` jobs of a task taking ``(i: int = -1, t: float = 0.0)``,
+  args ``{}``, in one bulk call; each job's args (and whatever the library needs per job: a
+  ``pgq.JobSpec``, a payload) are built inside the timed region, as an application does.
+  Prints ``{"jobs": n, "seconds": t}``. ``enqueue-bulk-typed-args``: the same with the args
+  ``{"i": k, "t": k / 2}`` for the k-th job.
 - ``drain-worker``: connects, prints ``{"ready": true}``, waits for a line on stdin, drains the
   queue until nothing is left (burst mode), prints ``{"done": true}`` and exits.
 - ``serve-worker``: prints ``{"ready": true}`` and serves until SIGTERM. The ``stamp`` task
@@ -33,6 +38,8 @@ COMMANDS = (
     "setup",
     "enqueue-one",
     "enqueue-bulk",
+    "enqueue-bulk-typed",
+    "enqueue-bulk-typed-args",
     "prefill",
     "drain-worker",
     "serve-worker",

@@ -22,6 +22,11 @@ from benchmarks import pgq_tasks
 TASK_MODULES = ["benchmarks.pgq_tasks"]
 
 
+@pgq.task(name="benchmarks.peers.pgq_driver.noop_typed")
+def noop_typed(i: int = -1, t: float = 0.0) -> None:
+    """Typed parameters, as users' tasks have: enqueue checks args against them."""
+
+
 def enqueue_one(dsn: str, n: int) -> None:
     # Each enqueue is one statement on an autocommit connection, so its own transaction: the
     # same shape as PGQueuer's `queries.enqueue`, which runs one autocommitted statement.
@@ -37,6 +42,19 @@ def enqueue_bulk(dsn: str, n: int) -> None:
         start = time.perf_counter()
         with conn.transaction():
             pgq.enqueue_many(conn, [pgq.JobSpec(task=pgq_tasks.noop, args={}) for _ in range(n)])
+        emit(jobs=n, seconds=time.perf_counter() - start)
+
+
+def enqueue_bulk_typed(dsn: str, n: int, *, with_args: bool) -> None:
+    # The specs are built inside the timed region, as an application builds them.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        start = time.perf_counter()
+        with conn.transaction():
+            if with_args:
+                specs = [pgq.JobSpec(task=noop_typed, args={"i": k, "t": k / 2}) for k in range(n)]
+            else:
+                specs = [pgq.JobSpec(task=noop_typed, args={}) for _ in range(n)]
+            pgq.enqueue_many(conn, specs)
         emit(jobs=n, seconds=time.perf_counter() - start)
 
 
@@ -71,6 +89,10 @@ def main(args: Args) -> None:
         enqueue_one(args.dsn, args.n)
     elif args.command in ("enqueue-bulk", "prefill"):
         enqueue_bulk(args.dsn, args.n)
+    elif args.command == "enqueue-bulk-typed":
+        enqueue_bulk_typed(args.dsn, args.n, with_args=False)
+    elif args.command == "enqueue-bulk-typed-args":
+        enqueue_bulk_typed(args.dsn, args.n, with_args=True)
     elif args.command == "drain-worker":
         drain_worker(args.dsn, args.concurrency)
     elif args.command == "serve-worker":

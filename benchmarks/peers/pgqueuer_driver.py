@@ -18,6 +18,7 @@ import uvloop
 from _common import Args, Stamper, emit, paced, parse_args, wait_for_go
 from pgqueuer import AsyncpgDriver, Job, Queries, QueueManager
 from pgqueuer.types import QueueExecutionMode
+from pydantic_core import to_json
 
 BATCH_SIZE = 500
 stamper = Stamper()
@@ -46,6 +47,21 @@ async def enqueue_bulk(dsn: str, n: int) -> None:
     queries = await connect(dsn)
     start = time.perf_counter()
     await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+    emit(jobs=n, seconds=time.perf_counter() - start)
+
+
+async def enqueue_bulk_typed(dsn: str, n: int, *, with_args: bool) -> None:
+    # PGQueuer has no signature check: a job is an entrypoint name, a bytes payload and a
+    # priority. Each job's args are serialized inside the timed region, as an application
+    # does, with pydantic_core's to_json (PGQueuer's own serializer, and the fastest JSON
+    # encoder in its environment: about 0.1 us for {} against 0.9 us for json.dumps).
+    queries = await connect(dsn)
+    start = time.perf_counter()
+    if with_args:
+        payloads: list[bytes | None] = [to_json({"i": k, "t": k / 2}) for k in range(n)]
+    else:
+        payloads = [to_json({}) for _ in range(n)]
+    await queries.enqueue(["noop_typed"] * n, payloads, [0] * n)
     emit(jobs=n, seconds=time.perf_counter() - start)
 
 
@@ -97,6 +113,10 @@ async def main(args: Args) -> None:
         await enqueue_one(args.dsn, args.n)
     elif args.command in ("enqueue-bulk", "prefill"):
         await enqueue_bulk(args.dsn, args.n)
+    elif args.command == "enqueue-bulk-typed":
+        await enqueue_bulk_typed(args.dsn, args.n, with_args=False)
+    elif args.command == "enqueue-bulk-typed-args":
+        await enqueue_bulk_typed(args.dsn, args.n, with_args=True)
     elif args.command == "drain-worker":
         await drain_worker(args.dsn)
     elif args.command == "serve-worker":

@@ -14,6 +14,7 @@ the contract costs the database, with no Python framework around it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -183,6 +184,26 @@ def enqueue_bulk(dsn: str, n: int) -> None:
         emit(jobs=n, seconds=time.perf_counter() - start)
 
 
+def enqueue_bulk_typed(dsn: str, n: int, *, with_args: bool) -> None:
+    """The floor for a typed bulk enqueue: no signature check, each row's args serialized with
+    the standard library's json inside the timed region, then the same COPY as enqueue_bulk."""
+    with connect(dsn) as conn:
+        start = time.perf_counter()
+        with (
+            conn.transaction(),
+            conn.cursor().copy("copy plain_jobs (task, args) from stdin") as copy,
+        ):
+            for k in range(n):
+                args = {"i": k, "t": k / 2} if with_args else {}
+                copy.write_row(("noop_typed", json.dumps(args)))
+        if FULL:
+            conn.execute(
+                "insert into plain_events (job_id, to_state, attempt)"
+                " select id, 'queued', 0 from plain_jobs"
+            )
+        emit(jobs=n, seconds=time.perf_counter() - start)
+
+
 def run_batch(conn: psycopg.Connection[Any]) -> int:
     """Claim up to BATCH jobs, run them, complete them; returns how many were claimed."""
     rows = conn.execute(CLAIM).fetchall()
@@ -252,6 +273,10 @@ def main(args: Args) -> None:
         enqueue_one(args.dsn, args.n)
     elif args.command in ("enqueue-bulk", "prefill"):
         enqueue_bulk(args.dsn, args.n)
+    elif args.command == "enqueue-bulk-typed":
+        enqueue_bulk_typed(args.dsn, args.n, with_args=False)
+    elif args.command == "enqueue-bulk-typed-args":
+        enqueue_bulk_typed(args.dsn, args.n, with_args=True)
     elif args.command == "drain-worker":
         drain_worker(args.dsn)
     elif args.command == "serve-worker":

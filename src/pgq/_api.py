@@ -59,11 +59,19 @@ def _validated(  # noqa: PLR0917 - a JobSpec's fields, positional on the hot pat
     args: Any = {} if args_given is None else args_given
     if not isinstance(args, dict):
         raise EnqueueError(f"args for {name} must be a dict, got {type(args).__name__}")
-    problem = json_problem(args)
-    if problem is not None:
-        raise EnqueueError(f"args for {name} are not JSON: {problem}")
-    if known is not None:
-        known.check_args(args)
+    args_json: str | None = None
+    if known is not None and known.args_fit(args):
+        # Certainly JSON and fitting, by exact types: the full check is skipped. A typed task's
+        # check encodes the args at this point (and raises for an int beyond 64 bits), so the
+        # fast path encodes here too, once.
+        if known.typed:
+            args_json = orjson.dumps(args).decode()
+    else:  # the full check, which says what is wrong
+        problem = json_problem(args)
+        if problem is not None:
+            raise EnqueueError(f"args for {name} are not JSON: {problem}")
+        if known is not None:
+            known.check_args(args)
 
     queue = queue_given if queue_given is not None else (known.queue if known else DEFAULT_QUEUE)
     try:
@@ -96,9 +104,10 @@ def _validated(  # noqa: PLR0917 - a JobSpec's fields, positional on the hot pat
     ):
         raise EnqueueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
     # positional: a bulk enqueue builds thousands of these
+    if args_json is None:
+        args_json = orjson.dumps(args).decode()
     return NewJob(
-        queue, name, orjson.dumps(args).decode(), priority, run_at, float(delay), key,
-        max_attempts,
+        queue, name, args_json, priority, run_at, float(delay), key, max_attempts,
     )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import functools
 import importlib
 import inspect
 import math
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -75,6 +76,19 @@ class Task(Generic[P, R]):
         """Raise EnqueueError unless `args`, as JSON decodes them, fit the signature exactly."""
         self._signature.check_strict(args)
 
+    @property
+    def typed(self) -> bool:
+        """Whether any parameter has an annotation to check values against."""
+        return self._signature.typed
+
+    def args_fit(self, args: Mapping[str, Any]) -> bool:
+        """True only if `args` are JSON and pass `check_args`: the fast path, by exact types.
+
+        False decides nothing: then `json_problem` and `check_args` say what is wrong, or find
+        that a value pydantic accepts (an IntEnum for an int) is fine after all.
+        """
+        return self._signature.fits(args)
+
     def args_problem(self, args: object) -> str | None:
         """Why a stored payload cannot be passed to this task, or None (a cheap check)."""
         return self._signature.problem(args)
@@ -93,6 +107,7 @@ class _Signature:
         ctx_param: str | None,
         model: type[pydantic.BaseModel],
         typed: bool,
+        checks: dict[str, _Check | None],
     ) -> None:
         self.typed = typed
         self.name = name
@@ -101,6 +116,11 @@ class _Signature:
         self.takes_kwargs = takes_kwargs
         self.ctx_param = ctx_param
         self.model = model
+        # The fast path (`fits`): one exact-type check per parameter, None where only pydantic
+        # can tell; a key the signature does not name is JSON-checked under **kwargs, else it
+        # is left to the full check to reject.
+        self.checks = checks
+        self.extra_check: _Check | None = _is_json if takes_kwargs else None
 
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str) -> _Signature:
@@ -149,6 +169,7 @@ class _Signature:
             ctx_param=ctx_param,
             model=model,
             typed=any(hint is not Any for hint, _ in fields.values()),
+            checks={param: _check_for(hint) for param, (hint, _) in fields.items()},
         )
 
     def problem(self, args: object) -> str | None:
@@ -164,6 +185,22 @@ class _Signature:
                 return f"unexpected argument(s) {', '.join(sorted(unexpected))} for {self.name}"
         return None
 
+    def fits(self, args: Mapping[str, Any]) -> bool:
+        """True only if `args` are JSON and pass `check_strict`, values checked by exact type.
+
+        False decides nothing: the full check (`json_problem`, `check_strict`) then says what
+        is wrong, or finds that a value pydantic accepts (an IntEnum for an int) is fine.
+        """
+        if not args:
+            return not self.required  # pydantic does not validate defaults either
+        checks = self.checks
+        extra = self.extra_check
+        for key, value in args.items():
+            check = checks.get(key, extra)
+            if check is None or not check(value):
+                return False
+        return not self.required or self.required <= args.keys()
+
     def check_strict(self, args: Mapping[str, Any]) -> None:
         problem = self.problem(args)
         if problem is not None:
@@ -171,7 +208,10 @@ class _Signature:
         if not self.typed:
             return  # names checked above; no annotation left to check values against
         # Validate what the task will really receive: the values as JSON decodes them.
-        decoded = orjson.loads(orjson.dumps(args))
+        text = orjson.dumps(args)  # raises first, fast path or not (an int beyond 64 bits)
+        if self.fits(args):
+            return
+        decoded = orjson.loads(text)
         try:
             self.model.model_validate(decoded)
         except pydantic.ValidationError as exc:
@@ -182,6 +222,143 @@ class _Signature:
             raise EnqueueError(
                 f"args for {self.name} do not fit its signature: {problems}"
             ) from None
+
+
+# -- the fast path: exact-type checks for simple annotations -------------------------------------
+#
+# Each check answers True only for a value that is JSON (json_problem finds nothing) and that
+# pydantic's strict mode accepts for the annotation once orjson has encoded and decoded it. It
+# may answer False for a value pydantic would accept; the full check then runs. Types are
+# compared exactly (`type(v) is int`), so bool is no int and no float here, as in strict mode;
+# an int is a float, as in strict mode; a tuple is a list, as it is once JSON decodes it.
+
+_Check = Callable[[object], bool]
+
+
+def _is_json(value: object) -> bool:
+    """Any JSON value, by exact type: what an `Any` (or unannotated) parameter accepts."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if t is list or t is tuple:
+        return all(map(_is_json, value))  # type: ignore[call-overload]
+    if t is dict:
+        d: dict[object, object] = value  # type: ignore[assignment]
+        return all(type(k) is str for k in d) and all(map(_is_json, d.values()))
+    return False
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_float(value: object) -> bool:
+    t = type(value)
+    return t is int or (t is float and math.isfinite(value))  # type: ignore[arg-type]
+
+
+def _is_str(value: object) -> bool:
+    return type(value) is str
+
+
+def _is_bool(value: object) -> bool:
+    return type(value) is bool
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+_SCALARS: dict[object, _Check] = {
+    Any: _is_json,
+    int: _is_int,
+    float: _is_float,
+    str: _is_str,
+    bool: _is_bool,
+    type(None): _is_none,
+    None: _is_none,
+}
+
+
+def _check_for(hint: object) -> _Check | None:
+    """The fast check for `hint`, or None when only pydantic can tell (enums, tuples, datetimes,
+    models, TypedDicts, sets, abstract collections, ...)."""
+    try:
+        scalar = _SCALARS.get(hint)
+    except TypeError:  # an unhashable annotation
+        return None
+    if scalar is not None:
+        return scalar
+    origin = typing.get_origin(hint)
+    params = typing.get_args(hint)
+    if hint is list or (origin is list and not params):
+        return _list_of(_is_json)
+    if hint is dict or (origin is dict and not params):
+        return _dict_of(_is_json)
+    if origin is list and len(params) == 1:
+        item = _check_for(params[0])
+        return None if item is None else _list_of(item)
+    if origin is dict and len(params) == 2 and params[0] is str:
+        value = _check_for(params[1])
+        return None if value is None else _dict_of(value)
+    if origin is typing.Literal:
+        return _literal(params)
+    if origin is typing.Union or origin is types.UnionType:
+        members = [_check_for(p) for p in params if p is not type(None)]
+        if any(m is None for m in members):
+            return None
+        checks = [m for m in members if m is not None]
+        either = checks[0] if len(checks) == 1 else _any_of(checks)
+        return _or_none(either) if len(checks) < len(params) else either
+    return None
+
+
+def _list_of(item: _Check) -> _Check:
+    def check(value: object) -> bool:
+        t = type(value)
+        return (t is list or t is tuple) and all(map(item, value))  # type: ignore[call-overload]
+
+    return check
+
+
+def _dict_of(item: _Check) -> _Check:
+    def check(value: object) -> bool:
+        if type(value) is not dict:
+            return False
+        return all(type(k) is str for k in value) and all(map(item, value.values()))
+
+    return check
+
+
+def _literal(values: tuple[object, ...]) -> _Check | None:
+    """`Literal[...]` of strings, ints, bools and None: the same value of the same type."""
+    if not all(type(v) in _LITERAL_TYPES for v in values):
+        return None  # enum members, bytes, ...
+    allowed = frozenset((type(v), v) for v in values)
+
+    def check(value: object) -> bool:
+        return type(value) in _LITERAL_TYPES and (type(value), value) in allowed
+
+    return check
+
+
+_LITERAL_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _any_of(members: list[_Check]) -> _Check:
+    def check(value: object) -> bool:
+        return any(member(value) for member in members)
+
+    return check
+
+
+def _or_none(inner: _Check) -> _Check:
+    def check(value: object) -> bool:
+        return value is None or inner(value)
+
+    return check
 
 
 @overload
