@@ -18,8 +18,9 @@ from pgq._api import (
     resume_queue,
     retry_job,
 )
-from pgq._domain import Backoff, State
-from pgq._errors import (
+from pgq._core.context import Context
+from pgq._core.domain import Backoff, State
+from pgq._core.errors import (
     ConfigError,
     DatabaseError,
     EnqueueError,
@@ -30,10 +31,10 @@ from pgq._errors import (
     Retry,
     TaskNotFound,
 )
+from pgq._core.policy import Circuit, Queue, Rate, Retention, load_config
+from pgq._core.records import Enqueued, JobEvent, JobRecord, JobSpec, QueueEvent, QueueInfo
+from pgq._core.tasks import Task, task
 from pgq._migrate import migrate, schema_sql
-from pgq._policy import Circuit, Queue, Rate, Retention, load_config
-from pgq._records import Context, Enqueued, JobEvent, JobRecord, JobSpec, QueueEvent, QueueInfo
-from pgq._tasks import Task, task
 from pgq._worker import Worker
 
 __version__ = "0.1.0.dev0"

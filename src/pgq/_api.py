@@ -10,16 +10,16 @@ from typing import Any
 
 import orjson
 
-from pgq._domain import (
+from pgq._backends.targets import backend_for
+from pgq._core.domain import (
     DEFAULT_QUEUE,
     MAX_IDEMPOTENCY_KEY,
     State,
     check_queue_name,
 )
-from pgq._errors import ConfigError, EnqueueError
-from pgq._records import Enqueued, JobRecord, JobSpec, NewJob, QueueInfo
-from pgq._targets import backend_for
-from pgq._tasks import Task, json_problem, registered
+from pgq._core.errors import ConfigError, EnqueueError
+from pgq._core.records import Enqueued, JobRecord, JobSpec, NewJob, QueueInfo
+from pgq._core.tasks import Task, json_problem, registered
 
 
 def _new_job(spec: JobSpec) -> NewJob:

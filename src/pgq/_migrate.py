@@ -7,8 +7,8 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from pgq._domain import check_schema_name
-from pgq._errors import ConfigError, DatabaseError
+from pgq._core.domain import check_schema_name
+from pgq._core.errors import ConfigError, DatabaseError
 
 # alembic keeps its running context in module globals: one migration per process at a time
 # (processes are serialised by an advisory lock in env.py).

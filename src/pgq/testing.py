@@ -15,14 +15,36 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pgq._backends.memory import InMemoryBackend
-from pgq._clock import Clock, FrozenClock
-from pgq._records import JobRecord
-from pgq._tasks import Task
+from pgq._backends.clock import Clock, FrozenClock
+from pgq._backends.memory import MemoryBackend
+from pgq._core.records import JobRecord
+from pgq._core.tasks import Task
+from pgq._worker import inline
 
 __all__ = ["Clock", "FrozenClock", "InMemoryBackend", "assert_enqueued", "run_until_empty"]
 
 _UNSET: Any = object()
+
+
+class InMemoryBackend(MemoryBackend):
+    """A pgq backend held in memory, for tests: pass it wherever pgq takes a connection or DSN
+    (`pgq.enqueue`, `pgq.get_job`, `pgq.Worker`, ...). Same states, transitions, retry rules
+    and queue policies as PostgreSQL: both run one contract suite.
+
+    `clock` plays the database's now(); by default it ticks with wall time and `clock.advance()`
+    moves it ahead. Use `FrozenClock()` for a clock that only moves when told.
+    """
+
+    def run_until_empty(
+        self, *, tasks: Iterable[str | Task[..., Any]], max_runs: int = 100_000
+    ) -> int:
+        """Run every job, retries included, to a terminal state, in this thread; return how
+        many attempts ran. Instead of sleeping, the clock jumps to the next due job.
+
+        A job whose task is not among `tasks` fails its attempts as a worker would fail them;
+        outcomes are written by the worker's own result writer (`pgq._worker.inline`).
+        """
+        return inline.run_until_empty(self, tasks=tasks, max_runs=max_runs)
 
 
 def assert_enqueued(

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import pgq
-from pgq._backends.memory import InMemoryBackend
-from pgq._ports import Backend
-from pgq._records import NewJob
+from pgq._backends.ports import Backend
+from pgq._core.records import NewJob
+from pgq.testing import InMemoryBackend
 from tests.postgres import PgSchema
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import pgq
-from pgq._domain import TRANSITIONS, GiveUp, Lease, RetryIn, State
+from pgq._core.domain import TRANSITIONS, GiveUp, Lease, RetryIn, State
 from tests import tasks
 from tests.contract.conftest import Harness
 

@@ -171,7 +171,7 @@ def test_retention_prunes_finished_jobs_with_their_events(harness: Harness) -> N
     kept = harness.enqueue(tasks.noop, queue="other")
     jobs = {j.id: j for j in claim(harness)}
     harness.backend.complete_many([jobs[done.id].lease])  # type: ignore[attr-defined]
-    harness.backend.fail(jobs[dead.id].lease, pgq._domain.GiveUp("no"), error="no")  # type: ignore[attr-defined]
+    harness.backend.fail(jobs[dead.id].lease, pgq._core.domain.GiveUp("no"), error="no")  # type: ignore[attr-defined]
     [other] = claim(harness, "other")
     harness.backend.complete_many([other.lease])  # type: ignore[attr-defined]
     assert harness.backend.prune_finished(limit=100) == 0

@@ -5,8 +5,9 @@ import doctest
 import pytest
 
 import pgq
-from pgq import _domain, _tasks
-from pgq._domain import (
+from pgq._core import domain as _domain
+from pgq._core import tasks as _tasks
+from pgq._core.domain import (
     TRANSITIONS,
     Backoff,
     GiveUp,

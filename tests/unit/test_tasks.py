@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import pgq
-from pgq._tasks import load_tasks, registered
+from pgq._core.tasks import load_tasks, registered
 from tests import tasks
 
 

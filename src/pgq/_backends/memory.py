@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pgq._clock import Clock
-from pgq._domain import (
+from pgq._backends.clock import Clock
+from pgq._core.domain import (
     DISCARDED,
     RUNNABLE,
     TRANSITIONS,
@@ -32,8 +32,8 @@ from pgq._domain import (
     circuit_as_of,
     circuit_at,
 )
-from pgq._errors import InvalidTransition, JobNotFound
-from pgq._policy import (
+from pgq._core.errors import InvalidTransition, JobNotFound
+from pgq._core.policy import (
     CircuitMove,
     Queue,
     Retention,
@@ -43,7 +43,7 @@ from pgq._policy import (
     probe_succeeded,
     rate_bucket_s,
 )
-from pgq._records import (
+from pgq._core.records import (
     ClaimedJob,
     Enqueued,
     JobEvent,
@@ -52,10 +52,9 @@ from pgq._records import (
     QueueEvent,
     QueueInfo,
 )
-from pgq._tasks import Task
 
 if TYPE_CHECKING:
-    from pgq._ports import Backend
+    from pgq._backends.ports import Backend
 
 
 @dataclass(slots=True)
@@ -90,7 +89,7 @@ class _QueueRow:
 
 
 class MemoryListener:
-    def __init__(self, backend: InMemoryBackend) -> None:
+    def __init__(self, backend: MemoryBackend) -> None:
         self._backend = backend
         self.pending: set[str] = set()  # guarded by the backend's lock
 
@@ -105,12 +104,9 @@ class MemoryListener:
             self._backend._listeners.discard(self)
 
 
-class InMemoryBackend:
-    """A pgq backend held in memory, for tests: pass it wherever pgq takes a connection or DSN.
-
-    `clock` plays the database's now(); by default it ticks with wall time and `clock.advance()`
-    moves it ahead. Use `pgq.testing.FrozenClock()` for a clock that only moves when told.
-    """
+class MemoryBackend:
+    """Storage held in memory: the rows and their moves, every decision taken from `_core`.
+    Users get it as `pgq.testing.InMemoryBackend`, which adds the synchronous driver."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
@@ -686,19 +682,6 @@ class InMemoryBackend:
             if row.state is State.RUNNING:
                 row.lease_expires_at = self.clock.now() - timedelta(microseconds=1)
 
-    def run_until_empty(
-        self, *, tasks: Iterable[str | Task[..., Any]], max_runs: int = 100_000
-    ) -> int:
-        """Run every job, retries included, to a terminal state, in this thread; return how
-        many attempts ran. Instead of sleeping, the clock jumps to the next due job.
-
-        A job whose task is not among `tasks` fails its attempts as a worker would fail them;
-        outcomes are written by the worker's own result writer (`pgq._worker.inline`).
-        """
-        from pgq._worker import inline
-
-        return inline.run_until_empty(self, tasks=tasks, max_runs=max_runs)
-
     def next_run_at(self) -> datetime | None:
         """When the earliest runnable job may run, or None: its run_at, or later when its queue
         waits on an open circuit or a rate limit. Jobs of paused queues never count."""
@@ -751,5 +734,5 @@ def _iso(when: datetime) -> str:
 
 if TYPE_CHECKING:
 
-    def _conforms(b: InMemoryBackend) -> Backend:
+    def _conforms(b: MemoryBackend) -> Backend:
         return b

@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg.types.json import set_json_loads
 
-from pgq._domain import (
+from pgq._core.domain import (
     TRANSITIONS,
     Backoff,
     CircuitState,
@@ -32,8 +32,8 @@ from pgq._domain import (
     State,
     circuit_as_of,
 )
-from pgq._errors import DatabaseError, InvalidTransition, JobNotFound
-from pgq._policy import (
+from pgq._core.errors import DatabaseError, InvalidTransition, JobNotFound
+from pgq._core.policy import (
     DEFAULT_RETENTION_COMPLETED_S,
     DEFAULT_RETENTION_DEAD_S,
     Circuit,
@@ -45,7 +45,7 @@ from pgq._policy import (
     circuit_writes,
     probe_succeeded,
 )
-from pgq._records import (
+from pgq._core.records import (
     ClaimedJob,
     Enqueued,
     JobEvent,
@@ -58,7 +58,7 @@ from pgq._records import (
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-    from pgq._ports import Backend
+    from pgq._backends.ports import Backend
 
 logger = logging.getLogger(__name__)
 

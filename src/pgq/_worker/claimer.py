@@ -17,10 +17,10 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from pgq._errors import DatabaseError
-from pgq._ports import Backend
-from pgq._records import ClaimedJob
-from pgq._tasks import Task
+from pgq._backends.ports import Backend
+from pgq._core.errors import DatabaseError
+from pgq._core.records import ClaimedJob
+from pgq._core.tasks import Task
 from pgq._worker.events import Hooks, JobsClaimed
 from pgq._worker.executor import ThreadExecutor
 from pgq._worker.policies import QueuePolicies

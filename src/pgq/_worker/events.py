@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pgq._domain import Lease
-from pgq._records import ClaimedJob
+from pgq._core.domain import Lease
+from pgq._core.records import ClaimedJob
 
 logger = logging.getLogger("pgq.worker")
 

@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from pgq._records import ClaimedJob
-from pgq._runner import Failed, judge, prepare
-from pgq._runner import call as call_task
-from pgq._tasks import Task
+from pgq._core.records import ClaimedJob
+from pgq._core.tasks import Task
+from pgq._worker.attempt import Failed, judge, prepare
+from pgq._worker.attempt import call as call_task
 from pgq._worker.policies import QueuePolicies
 from pgq._worker.slots import Slot, Slots
 

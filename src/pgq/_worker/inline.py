@@ -6,22 +6,30 @@ the backend's clock to the next due job."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from pgq._runner import run_attempt
-from pgq._tasks import Task, resolve_tasks
+from pgq._backends.clock import Clock
+from pgq._backends.ports import Backend
+from pgq._core.tasks import Task, resolve_tasks
+from pgq._worker.attempt import run_attempt
 from pgq._worker.events import Hooks
 from pgq._worker.policies import QueuePolicies
 from pgq._worker.results import ResultWriter
 
-if TYPE_CHECKING:
-    from pgq._backends.memory import InMemoryBackend
-
 WORKER_ID = "in-memory"
 
 
+class Driven(Backend, Protocol):
+    """A backend whose clock the driver moves (the in-memory one)."""
+
+    clock: Clock
+
+    def next_run_at(self) -> datetime | None: ...
+
+
 def run_until_empty(
-    backend: InMemoryBackend, *, tasks: Iterable[str | Task[..., Any]], max_runs: int
+    backend: Driven, *, tasks: Iterable[str | Task[..., Any]], max_runs: int
 ) -> int:
     """Run every job, retries included, to a terminal state; return how many attempts ran."""
     known = resolve_tasks(list(tasks))

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from pgq._ports import Listener
+from pgq._backends.ports import Listener
 
 logger = logging.getLogger("pgq.worker")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pgq._policy import Queue, rate_bucket_s
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
+from pgq._core.policy import Queue, rate_bucket_s
 
 
 class QueuePolicies:

@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pgq._domain import GiveUp, Lease
-from pgq._errors import DatabaseError
-from pgq._policy import Queue
-from pgq._ports import Backend
-from pgq._records import ClaimedJob
-from pgq._runner import Failed, counts_for_circuit
+from pgq._backends.ports import Backend
+from pgq._core.domain import GiveUp, Lease
+from pgq._core.errors import DatabaseError
+from pgq._core.policy import Queue
+from pgq._core.records import ClaimedJob
+from pgq._worker.attempt import Failed, counts_for_circuit
 from pgq._worker.events import AttemptsFinished, CircuitMoved, FinishedAttempt, Hooks
 from pgq._worker.retrying import backoff_s, log_retry
 from pgq._worker.slots import Slot, Slots

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pgq._errors import DatabaseError
+from pgq._core.errors import DatabaseError
 
 logger = logging.getLogger("pgq.worker")
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pgq._domain import Lease
-from pgq._records import ClaimedJob
-from pgq._tasks import Task
+from pgq._core.domain import Lease
+from pgq._core.records import ClaimedJob
+from pgq._core.tasks import Task
 
 
 class SlotState(enum.Enum):

@@ -29,11 +29,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pgq._domain import check_queue_name, check_schema_name
-from pgq._errors import ConfigError, DatabaseError
-from pgq._policy import Queue, load_config, merge_queues
-from pgq._ports import Backend
-from pgq._tasks import Task, resolve_tasks
+from pgq._backends.ports import Backend
+from pgq._backends.targets import worker_backend
+from pgq._core.domain import check_queue_name, check_schema_name
+from pgq._core.errors import ConfigError, DatabaseError
+from pgq._core.policy import Queue, load_config, merge_queues
+from pgq._core.tasks import Task, resolve_tasks
 from pgq._worker.claimer import Claimer
 from pgq._worker.events import Hooks
 from pgq._worker.executor import ThreadExecutor
@@ -190,22 +191,13 @@ class Worker:
 
     # -- one run ---------------------------------------------------------------------------
 
-    def _open(self) -> tuple[Backend, bool]:
-        if isinstance(self._target, str):
-            from pgq._backends.postgres import PostgresBackend, check_database
-
-            check_database(self._target, schema=self.schema, timeout_s=self.connect_timeout_s)
-            backend = PostgresBackend.pooled(
-                self._target, schema=self.schema, size=4, connect_timeout=self.connect_timeout_s
-            )
-            return backend, True
-        return self._target, False
-
     def _serve(self, *, burst: float | None) -> None:
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError("this Worker is running already: one run at a time")
         try:
-            backend, owned = self._open()
+            backend, owned = worker_backend(
+                self._target, schema=self.schema, connect_timeout_s=self.connect_timeout_s
+            )
             try:
                 _Run(self, backend).serve(burst)
             finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
 from pgq._worker.events import CircuitMoved, Hooks
 from pgq._worker.policies import QueuePolicies
 

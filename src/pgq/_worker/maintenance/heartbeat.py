@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
 from pgq._worker.events import Hooks, LeasesLost
 from pgq._worker.slots import Slots
 

@@ -3,7 +3,7 @@ and rates follow what other workers and the CLI wrote."""
 
 from __future__ import annotations
 
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
 from pgq._worker.policies import QueuePolicies
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
 from pgq._worker.events import Hooks, JobsPruned
 
 BATCH = 500

@@ -4,8 +4,8 @@ A lost lease counts toward its queue's circuit unless the circuit's `on` says ot
 
 from __future__ import annotations
 
-from pgq._domain import DEFAULT_MAX_ATTEMPTS
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
+from pgq._core.domain import DEFAULT_MAX_ATTEMPTS
 from pgq._worker.events import Hooks, LeasesReaped
 from pgq._worker.policies import QueuePolicies
 from pgq._worker.results import ResultWriter

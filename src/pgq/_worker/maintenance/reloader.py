@@ -9,9 +9,9 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from pgq._errors import ConfigError
-from pgq._policy import Queue, live_update, load_config, merge_queues, restart_required
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
+from pgq._core.errors import ConfigError
+from pgq._core.policy import Queue, live_update, load_config, merge_queues, restart_required
 from pgq._worker.events import ConfigRefused, ConfigReloaded, Hooks
 from pgq._worker.policies import QueuePolicies
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from pgq._domain import Lease, Outcome
-from pgq._policy import Queue
-from pgq._records import ClaimedJob, Enqueued, JobRecord, NewJob, QueueInfo
+from pgq._core.domain import Lease, Outcome
+from pgq._core.policy import Queue
+from pgq._core.records import ClaimedJob, Enqueued, JobRecord, NewJob, QueueInfo
 
 
 class Listener(Protocol):

@@ -7,9 +7,9 @@ import contextlib
 import weakref
 from typing import Any
 
-from pgq._domain import check_schema_name
-from pgq._errors import ConfigError, PgqError
-from pgq._ports import Backend
+from pgq._backends.ports import Backend
+from pgq._core.domain import check_schema_name
+from pgq._core.errors import ConfigError, PgqError
 
 DEFAULT_SCHEMA = "pgq"
 
@@ -97,3 +97,26 @@ def _from_sqlalchemy(target: Any) -> Any:
             f"'postgresql+psycopg://' URL (this one uses {type(dbapi).__module__})"
         )
     return dbapi
+
+
+def worker_backend(
+    target: object, *, schema: str, connect_timeout_s: float
+) -> tuple[Backend, bool]:
+    """The backend a worker runs on, and whether the worker owns it (closes it at the end).
+
+    A DSN is checked first (the database answers, pgq's tables are there: a clear
+    DatabaseError otherwise, within `connect_timeout_s`), then gets a small pool of the
+    worker's own connections; a backend object (the in-memory one) is used as it is."""
+    if _is_backend(target):
+        return target, False  # type: ignore[return-value]  # checked structurally
+    if not isinstance(target, str):
+        raise PgqError(
+            "a worker takes a DSN string or a backend such as pgq.testing.InMemoryBackend(); "
+            f"got {type(target).__name__}"
+        )
+    from pgq._backends.postgres import PostgresBackend, check_database
+
+    name = _schema(schema)
+    check_database(target, schema=name, timeout_s=connect_timeout_s)
+    backend = PostgresBackend.pooled(target, schema=name, size=4, connect_timeout=connect_timeout_s)
+    return backend, True

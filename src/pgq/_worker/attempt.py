@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pgq._domain import (
+from pgq._core.context import Context
+from pgq._core.domain import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_ATTEMPTS,
     GiveUp,
@@ -20,9 +21,9 @@ from pgq._domain import (
     after_failure,
     describe_error,
 )
-from pgq._policy import Queue
-from pgq._records import ClaimedJob, Context
-from pgq._tasks import Task
+from pgq._core.policy import Queue
+from pgq._core.records import ClaimedJob
+from pgq._core.tasks import Task
 
 logger = logging.getLogger("pgq.worker")
 

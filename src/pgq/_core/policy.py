@@ -21,7 +21,7 @@ import pydantic
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
 from pydantic.dataclasses import dataclass
 
-from pgq._domain import (
+from pgq._core.domain import (
     Backoff,
     CircuitState,
     CircuitView,
@@ -30,7 +30,7 @@ from pgq._domain import (
     circuit_after_success,
     circuit_as_of,
 )
-from pgq._errors import ConfigError, Fail, Retry
+from pgq._core.errors import ConfigError, Fail, Retry
 
 _STRICT = ConfigDict(extra="forbid")
 

@@ -14,9 +14,9 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import orjson
 import pydantic
 
-from pgq._domain import DEFAULT_QUEUE, Backoff, check_queue_name
-from pgq._errors import EnqueueError, TaskNotFound
-from pgq._records import Context
+from pgq._core.context import Context
+from pgq._core.domain import DEFAULT_QUEUE, Backoff, check_queue_name
+from pgq._core.errors import EnqueueError, TaskNotFound
 
 P = ParamSpec("P")
 R = TypeVar("R")

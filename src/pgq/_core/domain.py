@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, NamedTuple
 
-from pgq._errors import Fail, Retry
+from pgq._core.errors import Fail, Retry
 
 DEFAULT_QUEUE: Final = "default"
 DEFAULT_MAX_ATTEMPTS: Final = 5
@@ -132,7 +132,7 @@ def describe_error(error: BaseException) -> str:
     """
     name = type(error).__qualname__
     module = type(error).__module__
-    if module not in ("builtins", "pgq._errors"):
+    if module not in ("builtins", "pgq._core.errors"):
         name = f"{module}.{name}"
     text = f"{name}: {error}" if str(error) else name
     return text if len(text) <= 4000 else text[:3997] + "..."

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pgq._domain import Lease
+from pgq._core.domain import Lease
 
 if TYPE_CHECKING:
-    from pgq._policy import Queue
-    from pgq._tasks import Task
+    from pgq._core.policy import Queue
+    from pgq._core.tasks import Task
 
 
 class Enqueued(NamedTuple):
@@ -110,18 +110,6 @@ class JobRecord:
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
     events: list[JobEvent] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """Passed to a task that declares a parameter annotated `pgq.Context`; never stored in args."""
-
-    job_id: int
-    attempt: int
-    queue: str
-    task: str
-    worker_id: str
-    max_attempts: int
 
 
 @dataclass(frozen=True, slots=True)
