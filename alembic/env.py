@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 from alembic import context
-from pgq._domain import check_schema_name
+from pgq._core.domain import check_schema_name
 
 config = context.config
 schema: str = check_schema_name(config.attributes.get("schema", "pgq"))
