@@ -18,12 +18,15 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import pgq
-from pgq._config import setup_logging
+from pgq._cli.common import dsn_option, friendly
+from pgq._cli.jobs import print_job
+from pgq._cli.logs import setup_logging
 
 SCHEMA = "pgq_demo"
 QUEUES = ("images", "webhooks", "reports")
@@ -166,8 +169,6 @@ def run_demo(dsn: str | None, *, n_jobs: int = 3000, concurrency: int = 10) -> N
             (r for r in mine.values() if r.state == "completed" and r.attempt > 1), None
         ) or next((r for r in mine.values() if r.attempt > 1), None)
         if retried is not None:
-            from pgq._cli import print_job
-
             console.print("\n[bold]one retried job's timeline[/bold] (pgq jobs show ID):")
             print_job(retried, console)
         dead = next((r for r in mine.values() if r.state == "dead"), None)
@@ -221,3 +222,13 @@ def _summary(
             f"database clock): p50 [bold]{statistics.median(latencies):.1f} ms[/bold], "
             f"p99 [bold]{p99:.1f} ms[/bold]"
         )
+
+
+@click.command()
+@dsn_option
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=10), default=3000, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True)
+@friendly
+def demo(dsn: str | None, n_jobs: int, concurrency: int) -> None:
+    """Run the main job end to end (an embedded PostgreSQL when no DSN is set)."""
+    run_demo(dsn, n_jobs=n_jobs, concurrency=concurrency)
