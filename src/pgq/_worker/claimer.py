@@ -148,6 +148,7 @@ class Claimer:
                         stop.wait(backoff_s(failures))
                         continue
                     refreshed_at = time.monotonic()
+                    self._busy &= set(self._known)  # a queue with no runnable job has no backlog
                 self._known += sorted(notified - set(self._known))
                 urgent = notified - self._busy
             else:
@@ -184,11 +185,12 @@ class Claimer:
             wake.wait(idle_s)
 
     def _claim(self, queues: Sequence[str], free: int, reserve: int) -> bool:
-        """Claim up to `free` jobs over `queues`; True if some queue may hold more."""
+        """Claim up to `free` jobs over `queues`; True if it took jobs and some queue may hold
+        more (so the loop claims again at once; never after a claim that took nothing)."""
         wants = fair_shares(free, queues, self._busy, rotation=self._rotation, reserve=reserve)
         self._rotation += 1
         if not wants:
-            return bool(self._busy)
+            return False
         jobs = self._backend.claim(
             worker_id=self._worker_id,
             wants=wants,
@@ -212,7 +214,7 @@ class Claimer:
                 self._policies.is_rated(q) for q in got
             ):
                 self._rate_hot_until = time.monotonic() + self._policies.rate_poll_s * 25
-        return bool(self._busy)
+        return bool(jobs) and bool(self._busy)
 
     def _hand_over(
         self,
