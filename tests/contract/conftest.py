@@ -59,6 +59,19 @@ class Harness:
                 [job_id],
             )
 
+    def age_finished(self, job_id: int, seconds: float) -> None:
+        """Make a finished job `seconds` older, as time passing would (its retention counts
+        from finished_at)."""
+        if isinstance(self.backend, InMemoryBackend):
+            self.backend.clock.advance(seconds)
+        else:
+            assert self.pg is not None
+            self.pg.sql(
+                "update {schema}.jobs set finished_at = finished_at - make_interval(secs => %s)"
+                " where id = %s",
+                [seconds, job_id],
+            )
+
     def make_due(self, job_id: int) -> None:
         """Bring a delayed or backed-off job's run_at to now, as time passing would."""
         if isinstance(self.backend, InMemoryBackend):

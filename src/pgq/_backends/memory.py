@@ -16,6 +16,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pgq._backends.clock import Clock
+from pgq._core.decisions import (
+    RELEASED_ON_SHUTDOWN,
+    claim_allowance,
+    discarded_error,
+    first_set,
+    lease_expired_error,
+    rate_window_s,
+    retention_s,
+)
 from pgq._core.domain import (
     DISCARDED,
     RUNNABLE,
@@ -36,7 +45,6 @@ from pgq._core.errors import InvalidTransition, JobNotFound
 from pgq._core.policy import (
     CircuitMove,
     Queue,
-    Retention,
     circuit_failed,
     circuit_writes,
     live_update,
@@ -173,7 +181,7 @@ class MemoryBackend:
                     attempt=lease.attempt,
                     at=self.clock.now(),
                     worker_id=lease.worker_id,
-                    error=f"late result discarded (the attempt had already ended): {what}",
+                    error=discarded_error(what),
                 )
             )
 
@@ -287,31 +295,28 @@ class MemoryBackend:
         return claimed
 
     def _allowance(self, queue: str, wanted: int, now: datetime) -> tuple[int, bool]:
-        """How many jobs `queue` may give now, and whether they are half-open probes. The
-        PostgreSQL claim statement makes the same decisions in SQL."""
+        """How many jobs `queue` may give now, and whether they are half-open probes: the
+        decision is _core.decisions.claim_allowance, as the PostgreSQL claim statement's."""
         q = self._queues.get(queue)
         if q is None:
             return wanted, False
-        if q.paused:
-            return 0, False
         policy = q.policy
-        limit, probe = wanted, False
         running = sum(1 for r in self._jobs.values() if r.queue == queue and r.lease_expires_at)
-        if policy.circuit is not None:
-            state = circuit_at(q.circuit, now, cooldown_s=policy.circuit.cooldown)
-            if state is CircuitState.OPEN:
-                return 0, False
-            if state is CircuitState.HALF_OPEN:
-                limit, probe = min(limit, policy.circuit.probes - running), True
-        if policy.concurrency is not None:
-            limit = min(limit, policy.concurrency - running)
+        starts = 0
         if policy.rate is not None:
-            bucket_s = rate_bucket_s(policy.rate)
-            since = now - timedelta(seconds=policy.rate.per + bucket_s)
+            since = now - timedelta(seconds=rate_window_s(policy))
             for at in [at for at in q.starts if at <= since]:
                 del q.starts[at]  # out of every window that can still matter
-            limit = min(limit, policy.rate.limit - sum(q.starts.values()))
-        return limit, probe
+            starts = sum(q.starts.values())
+        circuit = (
+            circuit_at(q.circuit, now, cooldown_s=policy.circuit.cooldown)
+            if policy.circuit is not None
+            else CircuitState.CLOSED
+        )
+        allowed = claim_allowance(
+            wanted, policy, paused=q.paused, circuit=circuit, running=running, recent_starts=starts
+        )
+        return allowed.limit, allowed.probe
 
     def extend_leases(self, leases: Sequence[Lease], *, lease_s: float) -> set[Lease]:
         held: set[Lease] = set()
@@ -372,7 +377,7 @@ class MemoryBackend:
                     row,
                     State.QUEUED,
                     worker_id=lease.worker_id,
-                    error="released unstarted by worker shutdown",
+                    error=RELEASED_ON_SHUTDOWN,
                 )
                 n += 1
                 released.add(row.queue)
@@ -397,15 +402,15 @@ class MemoryBackend:
                 q = self._queues.get(row.queue)
                 to = after_lease_expired(
                     attempt=row.attempt,
-                    max_attempts=row.max_attempts
-                    or (q.policy.max_attempts if q else None)
-                    or default_max_attempts,
+                    max_attempts=first_set(
+                        row.max_attempts,  # the job's own, or its task's stamped at claim
+                        q.policy.max_attempts if q else None,
+                        default=default_max_attempts,
+                    ),
                 )
-                seen = self._workers.get(row.worker_id or "")
-                row.last_error = (
-                    f"lease expired: worker {row.worker_id or 'unknown'} last seen "
-                    f"{_iso(seen) if seen else 'never (worker gone)'}, lease ran out at "
-                    f"{_iso(row.lease_expires_at) if row.lease_expires_at else '?'}"
+                assert row.lease_expires_at is not None
+                row.last_error = lease_expired_error(
+                    row.worker_id, self._workers.get(row.worker_id or ""), row.lease_expires_at
                 )
                 row.run_at = now
                 row.lease_expires_at = None
@@ -569,9 +574,8 @@ class MemoryBackend:
                 if row.finished_at is None or row.state in RUNNABLE:
                     continue
                 q = self._queues.get(row.queue)
-                keep = (q.policy.retention if q else None) or Retention()
-                keep_s = keep.completed if row.state is State.COMPLETED else keep.dead
-                if row.finished_at < now - timedelta(seconds=keep_s):
+                keep_s = retention_s(row.state, q.policy.retention if q else None)
+                if keep_s is not None and row.finished_at < now - timedelta(seconds=keep_s):
                     doomed.append(row)
             for row in sorted(doomed, key=lambda r: r.finished_at or now)[:limit]:
                 del self._jobs[row.id]
@@ -726,10 +730,6 @@ def _bucket(now: datetime, bucket_s: float) -> datetime:
 
 def _mentions(change: str, queue: str) -> bool:
     return change.startswith((f"queues.{queue}.", f"queue {queue} "))
-
-
-def _iso(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg.types.json import set_json_loads
 
+from pgq._core.decisions import DISCARDED_PREFIX, RELEASED_ON_SHUTDOWN, RETENTION_DEFAULTS_S
 from pgq._core.domain import (
     TRANSITIONS,
     Backoff,
@@ -34,8 +35,6 @@ from pgq._core.domain import (
 )
 from pgq._core.errors import DatabaseError, InvalidTransition, JobNotFound
 from pgq._core.policy import (
-    DEFAULT_RETENTION_COMPLETED_S,
-    DEFAULT_RETENTION_DEAD_S,
     Circuit,
     CircuitMove,
     Queue,
@@ -421,7 +420,13 @@ class PostgresBackend:
         done: set[Lease] = set()
         for worker_id, ids, attempts in _by_worker(leases):
             rows = self._rows(
-                "complete_many", {"ids": ids, "attempts": attempts, "worker_id": worker_id}
+                "complete_many",
+                {
+                    "ids": ids,
+                    "attempts": attempts,
+                    "worker_id": worker_id,
+                    "discarded": DISCARDED_PREFIX,
+                },
             )
             done.update(Lease(i, a, worker_id) for i, a in rows)
         return done
@@ -441,6 +446,7 @@ class PostgresBackend:
                 "to_state": str(to_state),
                 "delay_s": delay_s,
                 "error": error,
+                "discarded": DISCARDED_PREFIX,
             },
         )
         return bool(n)
@@ -450,7 +456,13 @@ class PostgresBackend:
         for worker_id, ids, attempts in _by_worker(leases):
             [(n,)] = self._rows(
                 "release",
-                {"ids": ids, "attempts": attempts, "worker_id": worker_id, "channel": self.channel},
+                {
+                    "ids": ids,
+                    "attempts": attempts,
+                    "worker_id": worker_id,
+                    "channel": self.channel,
+                    "reason": RELEASED_ON_SHUTDOWN,
+                },
             )
             total += n
         return total
@@ -539,8 +551,7 @@ class PostgresBackend:
             "prune_finished",
             {
                 "limit": limit,
-                "completed_s": DEFAULT_RETENTION_COMPLETED_S,
-                "dead_s": DEFAULT_RETENTION_DEAD_S,
+                **RETENTION_DEFAULTS_S,
             },
         )
         return int(n)

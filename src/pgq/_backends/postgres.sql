@@ -205,7 +205,8 @@ select id, pg_notify(%(channel)s, queue)
 -- A job enqueued without max_attempts gets its task's own setting stamped here (the worker
 -- knows its tasks; the reaper does not), so every later decision sees it.
 --
--- Queue policy (`allowed`): a queue without a policy row gives what was asked. A paused queue,
+-- Queue policy (`allowed`, the SQL twin of _core.decisions.claim_allowance, which the in-memory
+-- backend calls): a queue without a policy row gives what was asked. A paused queue,
 -- or one whose circuit is open and cooling down, gives nothing. A queue with a cap, a rate or
 -- a circuit gives jobs only when it is among `guarded`, whose policy rows `bumped` updates:
 -- the row lock makes guarded claims of one queue take turns, and the counter tells a claim
@@ -402,7 +403,8 @@ returning j.id, j.attempt;
 -- name: complete_many
 -- Marks a batch of finished jobs completed in one statement, fenced on (id, attempt, worker_id,
 -- state = 'running'). A job whose lease was lost is left alone; its late result is written as a
--- `discarded` event instead.
+-- `discarded` event instead, its text from _core.decisions.discarded_error (`discarded` is
+-- that function's prefix).
 -- The state guard is on `state` while the lease index's predicate is `lease_expires_at is not
 -- null`: no guard here implies a partial index's predicate, so even a generic plan over stale
 -- statistics joins through the primary key (a plan over a partial index took seconds per batch).
@@ -429,8 +431,7 @@ discarded as (
     insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
     select l.id,
            (select j.state from {schema}.jobs as j where j.id = l.id),
-           'discarded', l.attempt, %(worker_id)s,
-           'late result discarded (the attempt had already ended): completed'
+           'discarded', l.attempt, %(worker_id)s, %(discarded)s::text || 'completed'
       from unnest(%(ids)s::bigint[], %(attempts)s::int[]) as l (id, attempt)
      where l.id not in (select done.id from done)
 )
@@ -440,7 +441,7 @@ select id, attempt
 -- name: fail
 -- Records a failed attempt, fenced like complete_many: to `retrying` after `delay_s` seconds
 -- (database clock), or to `dead`. A late failure from a worker that lost its lease is written as
--- a `discarded` event and changes nothing else.
+-- a `discarded` event and changes nothing else (`discarded`: as complete_many's).
 -- Index: the primary key.
 with failed as (
     update {schema}.jobs as j
@@ -465,7 +466,7 @@ logged as (
 discarded as (
     insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
     select j.id, j.state, 'discarded', %(attempt)s, %(worker_id)s,
-           'late result discarded (the attempt had already ended): ' || %(error)s::text
+           %(discarded)s::text || %(error)s::text
       from {schema}.jobs as j
      where j.id = %(job_id)s
        and not exists (select 1 from failed)
@@ -475,7 +476,8 @@ select count(*) as n
 
 -- name: release
 -- Hands back jobs a stopping worker claimed but never started: back to `queued`, and the claim
--- does not count as an attempt (attempt goes back down). Fenced like complete_many.
+-- does not count as an attempt (attempt goes back down). Fenced like complete_many. `reason` is
+-- _core.decisions.RELEASED_ON_SHUTDOWN.
 -- Index: the primary key.
 with released as (
     update {schema}.jobs as j
@@ -490,8 +492,7 @@ with released as (
 ),
 logged as (
     insert into {schema}.job_events (job_id, from_state, to_state, attempt, worker_id, error)
-    select id, 'running', 'queued', attempt, %(worker_id)s,
-           'released unstarted by worker shutdown'
+    select id, 'running', 'queued', attempt, %(worker_id)s, %(reason)s::text
       from released
 ),
 notified as (
@@ -505,8 +506,10 @@ select count(*) as n
 -- name: reap_expired
 -- Takes back running jobs whose lease expired (their worker died, froze or lost its database):
 -- to `retrying`, runnable at once, or to `dead` when that was the last attempt (the rule of
--- _domain.after_lease_expired, kept in step by the contract suite). The error names the worker
--- and when it was last seen. SKIP LOCKED makes it safe for every worker to run it at once.
+-- _core.domain.after_lease_expired, with max_attempts by _core.decisions.first_set: the job's,
+-- then its queue's, then the default; kept in step by tests/contract/test_decisions_contract.py).
+-- The error names the worker and when it was last seen: _core.decisions.lease_expired_error
+-- builds the same text for the in-memory backend. SKIP LOCKED makes it safe for every worker to run it at once.
 -- A job that carries no max_attempts of its own (nor its task's) takes its queue's policy.
 -- Returns how many jobs it took back per queue (the worker counts them toward circuits).
 -- Index: jobs_leased_queue_idx (queue) where lease_expires_at is not null: every leased row,
@@ -912,7 +915,8 @@ select count(*)::int as n
 
 -- name: prune_finished
 -- Deletes finished jobs past their queue's retention (completed: retention_completed_s,
--- default 1 day; dead and cancelled: retention_dead_s, default 14 days), with their events,
+-- default 1 day; dead and cancelled: retention_dead_s, default 14 days: the rule of
+-- _core.decisions.retention_s, whose defaults are passed in), with their events,
 -- at most `limit` per queue and state per call: small batches that hold few locks and leave
 -- little for vacuum at once. The queues come from a loose index scan of jobs_finished_idx;
 -- SKIP LOCKED lets every worker run it at once. It also drops rate-limit buckets that no

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgq._core.context import Context
+from pgq._core.decisions import first_set
 from pgq._core.domain import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_ATTEMPTS,
@@ -46,15 +47,13 @@ class Failed:
 def effective_max_attempts(
     job: ClaimedJob, task: Task[..., Any] | None, policy: Queue | None = None
 ) -> int:
-    """What the job was enqueued with, then the task's own setting, then its queue's, then the
-    default."""
-    if job.max_attempts is not None:
-        return job.max_attempts
-    if task is not None and task.max_attempts is not None:
-        return task.max_attempts
-    if policy is not None and policy.max_attempts is not None:
-        return policy.max_attempts
-    return DEFAULT_MAX_ATTEMPTS
+    """The job's own, then its task's, then its queue's, then the default (first_set)."""
+    return first_set(
+        job.max_attempts,
+        task.max_attempts if task is not None else None,
+        policy.max_attempts if policy is not None else None,
+        default=DEFAULT_MAX_ATTEMPTS,
+    )
 
 
 def judge(
@@ -66,11 +65,11 @@ def judge(
     counts: bool = True,
 ) -> Failed:
     """The outcome of a failed attempt, under the job's, task's and queue's retry settings."""
-    backoff = DEFAULT_BACKOFF
-    if task is not None and task.backoff:
-        backoff = task.backoff
-    elif policy is not None and policy.backoff is not None:
-        backoff = policy.backoff
+    backoff = first_set(
+        task.backoff if task is not None else None,
+        policy.backoff if policy is not None else None,
+        default=DEFAULT_BACKOFF,
+    )
     outcome = after_failure(
         attempt=job.attempt,
         max_attempts=effective_max_attempts(job, task, policy),
