@@ -218,7 +218,7 @@ select id, pg_notify(%(channel)s, queue)
 -- exact across workers, in one statement and no explicit transaction.
 -- The running count (cap, half-open probes) and the starts of the last period (rate) are read
 -- only for queues that have those settings. The rate window is counted in buckets of a
--- twentieth of the period (what _backends/memory.py mirrors).
+-- twentieth of the period (_core.decisions.rate_window_s, which the in-memory backend uses).
 -- Index: jobs_claim_idx (queue, priority, run_at, id) where state in ('queued', 'retrying');
 -- jobs_leased_queue_idx (queue) where lease_expires_at is not null for the running count;
 -- the primary keys of queues and queue_starts.
