@@ -33,6 +33,12 @@ assert "CREATE TABLE pgq.jobs" in ddl, ddl[:500]
 with psycopg.connect(dsn) as conn:
     tables = {r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'pgq'")}
 assert {"jobs", "job_events", "workers", "alembic_version"} <= tables, tables
+# Down to base and up again, from the installed package's own revisions.
+subprocess.run([pgq, "migrate", "--to", "base"], env=env, check=True)
+with psycopg.connect(dsn) as conn:
+    left = conn.execute("select count(*) from pg_tables where schemaname = 'pgq'").fetchone()
+assert left == (0,), left
+subprocess.run([pgq, "migrate"], env=env, check=True)
 subprocess.run([sys.executable, "-m", "pgq", "--help"], check=True, capture_output=True)
 server.cleanup()
-print("wheel check: pgq migrate and pgq schema work from the installed wheel")
+print("wheel check: pgq migrate (up, --to base, up) and pgq schema work from the installed wheel")

@@ -4,6 +4,7 @@ sys.path when it runs)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import queue
@@ -53,6 +54,26 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
+
+
+def source_revision(where: Path) -> str:
+    """The commit of the git checkout holding ``where``, and whether its src/ differs from it
+    (read-only git calls)."""
+    git = ["git", "--no-optional-locks", "-C", str(where)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    if head.returncode != 0:
+        return "not a git checkout"
+    diff = subprocess.run(
+        [*git, "diff", "HEAD", "--", ":/src"], capture_output=True, text=True, check=False
+    ).stdout
+    changed = sum(1 for line in diff.splitlines() if line.startswith("diff --git"))
+    digest = hashlib.sha1(diff.encode()).hexdigest()[:8]
+    dirty = (
+        f", plus uncommitted changes to {changed} file(s) in src/ (diff {digest})" if diff else ""
+    )
+    return f"commit {head.stdout.strip()}{dirty}"
 
 
 def machine() -> tuple[str, str]:

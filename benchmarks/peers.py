@@ -2,6 +2,7 @@
 
     python3 benchmarks/peers.py [--dsn DSN] [--reps 3] [--only pgq,pgqueuer] [--quick]
                                 [--scenarios enqueue-one,drain-1p,...]
+                                [--pgq-base-python OTHER_CHECKOUT/.venv/bin/python]
 
 Each scenario run gets a fresh database (CREATE DATABASE, dropped after). Repetitions are
 interleaved: rep 1 runs every scenario for every system, then rep 2, ... (the system order
@@ -11,7 +12,10 @@ each driver's stderr are kept under ``benchmarks/.runs/<timestamp>/``.
 
 The peers run from their own virtualenv (``benchmarks/.peers-venv``, created on first use from
 ``benchmarks/peers/requirements.txt``); pgq runs from pgq's environment (``.venv`` at the
-repository root, or ``--pgq-python``). See benchmarks/README.md.
+repository root, or ``--pgq-python``). ``--pgq-base-python`` adds a second pgq build, the
+system "pgq-base": the same driver and tasks run with that interpreter (another checkout's
+environment), interleaved with the others, for an A/B of two builds in one sitting. See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -62,7 +66,16 @@ except ImportError:  # bootstrap: re-run this script with the peers' Python, whi
     ensure_peers_venv()
     os.execv(PEERS_PYTHON, [str(PEERS_PYTHON), __file__, *sys.argv[1:]])
 
-from _harness import BenchError, Child, checkpoint, loadavg, machine, percentile, tail  # noqa: E402
+from _harness import (  # noqa: E402
+    BenchError,
+    Child,
+    checkpoint,
+    loadavg,
+    machine,
+    percentile,
+    source_revision,
+    tail,
+)
 from bench_server import Server, find_server  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +93,21 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def make_systems(pgq_python: str) -> dict[str, System]:
+def pgq_system(key: str, label: str, python: str) -> System:
+    """pgq's driver run by ``python``; the repository root on PYTHONPATH for the tasks module
+    (``benchmarks.pgq_tasks``), so every pgq build runs this checkout's benchmark code."""
+    return System(
+        key,
+        label,
+        "pgq_driver.py",
+        python,
+        "select count(*) from pgq.jobs where state = 'completed'",
+        "select count(*) from pgq.jobs",
+        {"PYTHONPATH": str(REPO)},
+    )
+
+
+def make_systems(pgq_python: str, pgq_base_python: str | None) -> dict[str, System]:
     peers = str(PEERS_PYTHON)
     return {
         "plain": System(
@@ -100,15 +127,8 @@ def make_systems(pgq_python: str) -> dict[str, System]:
             "select count(*) from plain_jobs",
             {"PLAIN_CONTRACT": "full"},
         ),
-        "pgq": System(
-            "pgq",
-            "pgq",
-            "pgq_driver.py",
-            pgq_python,
-            "select count(*) from pgq.jobs where state = 'completed'",
-            "select count(*) from pgq.jobs",
-            {"PYTHONPATH": str(REPO)},
-        ),
+        "pgq": pgq_system("pgq", "pgq", pgq_python),
+        "pgq-base": pgq_system("pgq-base", "pgq (base)", pgq_base_python or ""),
         "pgqueuer": System(
             "pgqueuer",
             "PGQueuer",
@@ -128,7 +148,8 @@ def make_systems(pgq_python: str) -> dict[str, System]:
     }
 
 
-SYSTEM_ORDER = ("plain", "plainfull", "pgq", "pgqueuer", "procrastinate")
+SYSTEM_ORDER = ("plain", "plainfull", "pgq", "pgq-base", "pgqueuer", "procrastinate")
+PGQ_SYSTEMS = ("pgq", "pgq-base")  # pgq-base: the build given by --pgq-base-python
 
 # ---------------------------------------------------------------------------------------------
 # sizes
@@ -437,7 +458,7 @@ def sc_enqueue_bulk_typed_args(ctx: Context, system: System, dsn: str) -> Metric
 
 # Procrastinate is left out of the typed bulk scenarios: it checks no args either, and its
 # enqueue-bulk already builds one dict per job in the timed call.
-TYPED_SYSTEMS = ("plain", "plainfull", "pgq", "pgqueuer")
+TYPED_SYSTEMS = ("plain", "plainfull", "pgq", "pgq-base", "pgqueuer")
 
 
 def sc_drain_1p(ctx: Context, system: System, dsn: str) -> Metrics:
@@ -463,7 +484,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("drain-2p", sc_drain_2p),
         Scenario("drain-deep", sc_drain_deep, deep=True),
         Scenario("latency", sc_latency),
-        Scenario("rss", sc_rss, systems=("pgq",)),
+        Scenario("rss", sc_rss, systems=PGQ_SYSTEMS),
     ]
 }
 

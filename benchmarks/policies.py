@@ -71,7 +71,6 @@ sys.path.insert(0, str(REPO))  # the tasks must be `benchmarks.policy_tasks`, as
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -85,7 +84,15 @@ from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import _harness  # noqa: E402
-from _harness import BenchError, checkpoint, loadavg, machine, percentile, tail  # noqa: E402
+from _harness import (  # noqa: E402
+    BenchError,
+    checkpoint,
+    loadavg,
+    machine,
+    percentile,
+    source_revision,
+    tail,
+)
 from bench_server import Server, find_server  # noqa: E402
 
 from benchmarks import policy_tasks  # noqa: E402
@@ -798,22 +805,8 @@ def report(results: Results, sizes: Sizes, errors: list[str]) -> list[str]:
 
 
 def pgq_revision() -> str:
-    """The commit pgq runs from, and whether src/ differs from it (read-only git calls)."""
-    git = ["git", "--no-optional-locks", "-C", str(REPO)]
-    head = subprocess.run(
-        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    if head.returncode != 0:
-        return "not a git checkout"
-    diff = subprocess.run(
-        [*git, "diff", "HEAD", "--", "src"], capture_output=True, text=True, check=False
-    ).stdout
-    changed = sum(1 for line in diff.splitlines() if line.startswith("diff --git"))
-    digest = hashlib.sha1(diff.encode()).hexdigest()[:8]
-    dirty = (
-        f", plus uncommitted changes to {changed} file(s) in src/ (diff {digest})" if diff else ""
-    )
-    return f"commit {head.stdout.strip()}{dirty}"
+    """The commit pgq runs from, and whether src/ differs from it."""
+    return source_revision(REPO)
 
 
 def fair_shape(args: argparse.Namespace) -> str:
