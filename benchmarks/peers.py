@@ -385,7 +385,7 @@ def sc_rss(ctx: Context, system: System, dsn: str) -> Metrics:
     """pgq's CLI worker: RSS idle, after the first batch of jobs, and after all of them."""
     sizes = ctx.sizes
     run_driver(ctx, system, "setup", dsn)
-    log = ctx.log_path("pgq-cli-worker")
+    log = ctx.log_path(f"{system.key}-cli-worker")
     argv = [
         system.python, "-m", "pgq", "worker", "benchmarks.pgq_tasks",
         "--dsn", dsn, "--concurrency", str(CONCURRENCY),
@@ -537,13 +537,12 @@ def report(
     results: Results, systems: Sequence[System], sizes: Sizes, errors: list[str]
 ) -> list[str]:
     present = list(systems)
-    header = [
-        "",
-        *[s.label for s in present],
-        "pgq/PGQueuer",
-        "pgq/plain SQL",
-        "pgq/plain SQL, full contract",
-    ]
+    # pgq over each of these; pgq (base) only when that build ran
+    others = ["pgqueuer", "plain", "plainfull"]
+    if any(s.key == "pgq-base" for s in present):
+        others.append("pgq-base")
+    every = make_systems("", "")
+    header = ["", *[s.label for s in present], *[f"pgq/{every[k].label}" for k in others]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     footnotes: list[str] = []
     for scenario, metric, label, _higher in row_labels(sizes):
@@ -567,7 +566,7 @@ def report(
                 )
                 cell += f" [{len(footnotes)}]"
             cells.append(cell)
-        for other in ("pgqueuer", "plain", "plainfull"):
+        for other in others:
             a, b = medians.get("pgq"), medians.get(other)
             cells.append(f"{a / b:.2f}x" if a is not None and b else "—")
         lines.append("| " + " | ".join(cells) + " |")
@@ -611,7 +610,7 @@ def report(
 
 
 def machine_header(
-    server: Server, systems: Sequence[System], args: argparse.Namespace
+    server: Server, systems: Sequence[System], args: argparse.Namespace, builds: dict[str, str]
 ) -> list[str]:
     cpu, mem = machine()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -624,7 +623,8 @@ def machine_header(
     ]
     lines.extend(f"  - {note}" for note in server.notes)
     for system in systems:
-        lines.append(f"- {system.label}: {versions(system)}")
+        build = f"; {builds[system.key]}" if system.key in builds else ""
+        lines.append(f"- {system.label}: {versions(system)}{build}")
     lines.append(f"- load average at start: {loadavg()} (a busy machine skews every number)")
     lines.append(
         f"- reps: {args.reps} (deep drain: {args.deep_reps}), interleaved; worker concurrency"
@@ -639,6 +639,7 @@ def versions(system: System) -> str:
         "plain": "psycopg",
         "plainfull": "psycopg",
         "pgq": "pgq-jobs",
+        "pgq-base": "pgq-jobs",
         "pgqueuer": "pgqueuer",
         "procrastinate": "procrastinate",
     }[system.key]
@@ -659,25 +660,40 @@ def versions(system: System) -> str:
 # main
 
 
-def pgq_available(python: str) -> str | None:
-    """None when pgq's environment can run the pgq driver; else why not."""
-    if not Path(python).exists():
-        return f"no Python at {python} (pgq's environment); pass --pgq-python"
+PYTHON_OPTION = {"pgq": "--pgq-python", "pgq-base": "--pgq-base-python"}
+
+
+def pgq_origin(system: System) -> Path:
+    """The folder ``system``'s interpreter imports pgq from, with the driver's environment;
+    BenchError (why) when it cannot run the pgq driver."""
+    if not Path(system.python).is_file():
+        raise BenchError(f"no Python at {system.python!r}; pass {PYTHON_OPTION[system.key]}")
     probe = subprocess.run(
-        [python, "-c", "import pgq, psycopg; pgq.Worker; pgq.enqueue_many; pgq.migrate"],
+        [
+            system.python,
+            "-c",
+            "import pgq, psycopg; pgq.Worker; pgq.enqueue_many; pgq.JobSpec; pgq.migrate;"
+            " print(pgq.__file__)",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
+        env=driver_env(system),
         check=False,
     )
     if probe.returncode != 0:
-        return (probe.stderr.strip().splitlines() or ["import failed"])[-1]
-    return None
+        raise BenchError((probe.stderr.strip().splitlines() or ["import failed"])[-1])
+    return Path(probe.stdout.strip().splitlines()[-1]).parent
+
+
+def pgq_builds(origins: dict[str, Path]) -> dict[str, str]:
+    """Where each pgq system's pgq comes from, and that checkout's commit."""
+    return {key: f"pgq from {path}, {source_revision(path)}" for key, path in origins.items()}
 
 
 def render(path: Path) -> int:
     raw = json.loads(path.read_text())
-    every = make_systems(sys.executable)
+    every = make_systems(sys.executable, sys.executable)
     systems = [every[k] for k in raw["systems"]]
     lines = [*raw["header"], *report(raw["results"], systems, Sizes(**raw["sizes"]), raw["errors"])]
     print("\n".join(lines))
@@ -691,13 +707,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--deep-reps", type=int, default=None, help="reps of drain-deep (default --reps)"
     )
-    p.add_argument("--only", default=",".join(SYSTEM_ORDER), help="systems, comma-separated")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="systems, comma-separated (default: all; pgq-base only with --pgq-base-python)",
+    )
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke test")
     p.add_argument("--cap", type=float, default=60.0, help="max seconds per 20k drain")
     p.add_argument("--deep-cap", type=float, default=30.0, help="max seconds per deep drain")
     default_pgq = REPO / ".venv" / "bin" / "python"
     p.add_argument("--pgq-python", default=os.environ.get("PGQ_BENCH_PGQ_PYTHON", str(default_pgq)))
+    p.add_argument(
+        "--pgq-base-python",
+        default=os.environ.get("PGQ_BENCH_PGQ_BASE_PYTHON"),
+        help="another pgq build's interpreter: adds the system pgq-base, reported as pgq (base)",
+    )
     p.add_argument("--json-out", type=Path, help="also write raw results here")
     p.add_argument(
         "--render", type=Path, help="print the report of a saved results.json; run nothing"
@@ -705,6 +730,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
     args.deep_reps = args.reps if args.deep_reps is None else args.deep_reps
+    if args.only is None:
+        args.only = ",".join(k for k in SYSTEM_ORDER if k != "pgq-base" or args.pgq_base_python)
     return args
 
 
@@ -721,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
     ensure_peers_venv()
     sizes = QUICK if args.quick else Sizes()
-    all_systems = make_systems(args.pgq_python)
+    all_systems = make_systems(args.pgq_python, args.pgq_base_python)
     wanted = [k.strip() for k in args.only.split(",") if k.strip()]
     scenarios = [k.strip() for k in args.scenarios.split(",") if k.strip()]
     for k in wanted:
@@ -730,10 +757,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in scenarios:
         if k not in SCENARIOS:
             raise SystemExit(f"unknown scenario {k!r}; choose from {', '.join(SCENARIOS)}")
+    if "pgq-base" in wanted and not args.pgq_base_python:
+        raise SystemExit("system pgq-base needs --pgq-base-python (another build's interpreter)")
     errors: list[str] = []
-    if "pgq" in wanted and (why := pgq_available(args.pgq_python)):
-        errors.append(f"pgq skipped: {why}")
-        wanted.remove("pgq")
+    origins: dict[str, Path] = {}
+    for key in PGQ_SYSTEMS:
+        if key in wanted:
+            try:
+                origins[key] = pgq_origin(all_systems[key])
+            except BenchError as exc:
+                errors.append(f"{all_systems[key].label} skipped: {exc}")
+                wanted.remove(key)
+    if len(set(origins.values())) < len(origins):
+        raise SystemExit(f"pgq and pgq (base) both import pgq from {origins['pgq']}")
+    builds = pgq_builds(origins)
     systems = [all_systems[k] for k in SYSTEM_ORDER if k in wanted]
 
     server = find_server(args.dsn)
@@ -741,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs_dir = BENCH / ".runs" / stamp
     runs_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(server, sizes, runs_dir, args.cap, args.deep_cap)
-    header = machine_header(server, systems, args)
+    header = machine_header(server, systems, args, builds)
     print("\n".join(header), file=sys.stderr, flush=True)
 
     results: Results = {}
@@ -776,6 +813,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+    if (now := pgq_builds(origins)) != builds:
+        errors.extend(
+            f"{all_systems[k].label} changed during the run: {builds[k]} at the start,"
+            f" {now[k]} at the end; drivers import pgq afresh per run, so reps may mix versions"
+            for k in builds
+            if now[k] != builds[k]
+        )
     lines = [*header, *report(results, systems, sizes, errors)]
     lines.append("")
     lines.append(

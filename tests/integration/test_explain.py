@@ -136,7 +136,7 @@ def test_completion_batch_joins_through_the_primary_key(stale_stats: PgSchema) -
     plan = generic_plan(
         stale_stats,
         "complete_many",
-        {"ids": ids, "attempts": [1] * 1000, "worker_id": "w1"},
+        {"ids": ids, "attempts": [1] * 1000, "worker_id": "w1", "discarded": "late: "},
         analyze=True,
     )
     update_part = plan.split("CTE logged")[0]
@@ -148,7 +148,14 @@ def test_completion_batch_joins_through_the_primary_key(stale_stats: PgSchema) -
 
 @pytest.mark.parametrize("name", ["extend_leases", "release"])
 def test_fenced_batch_writes_use_the_primary_key(stale_stats: PgSchema, name: str) -> None:
-    params = {"ids": [1, 2], "attempts": [1, 1], "worker_id": "w1", "lease_s": 30.0, "channel": "x"}
+    params = {
+        "ids": [1, 2],
+        "attempts": [1, 1],
+        "worker_id": "w1",
+        "lease_s": 30.0,
+        "channel": "x",
+        "reason": "released",
+    }
     plan = generic_plan(stale_stats, name, params)
     assert "jobs_pkey" in plan, plan
     assert "jobs_leased_queue_idx" not in plan and "Seq Scan on jobs" not in plan, plan
@@ -162,6 +169,7 @@ def test_fail_uses_the_primary_key(stale_stats: PgSchema) -> None:
         "to_state": "retrying",
         "delay_s": 1.0,
         "error": "x",
+        "discarded": "late: ",
     }
     plan = generic_plan(stale_stats, "fail", params)
     assert "jobs_pkey" in plan and "Seq Scan on jobs" not in plan, plan
