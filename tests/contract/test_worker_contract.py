@@ -277,3 +277,27 @@ def test_a_worker_refuses_to_run_twice_at_once(harness: Harness) -> None:
         worker.stop()
         thread.join(15)
     assert not thread.is_alive()
+
+
+def test_the_event_hook_tells_what_happened_to_every_job(harness: Harness) -> None:
+    """The one place later metrics and traces subscribe to (internal API)."""
+    from pgq._worker.events import AttemptsFinished, Event, JobsClaimed
+
+    ok = harness.enqueue(tasks.noop)
+    dead = harness.enqueue(tasks.gives_up)
+    seen: list[Event] = []
+    worker = harness.worker()
+    unsubscribe = worker._hooks.subscribe(seen.append)
+    worker.run_until_empty(max_wait=0.5)
+    unsubscribe()
+    claimed = {job.id for e in seen if isinstance(e, JobsClaimed) for job in e.jobs}
+    outcomes = {
+        a.job.id: a.outcome for e in seen if isinstance(e, AttemptsFinished) for a in e.attempts
+    }
+    assert claimed == {ok.id, dead.id}
+    assert outcomes == {ok.id: "completed", dead.id: "dead"}
+    heard = len(seen)
+    later = harness.enqueue(tasks.noop)
+    worker.run_until_empty(max_wait=0.5)
+    assert harness.get(later.id).state == "completed"
+    assert len(seen) == heard  # nothing reaches a subscriber that left
