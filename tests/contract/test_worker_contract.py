@@ -292,7 +292,7 @@ def test_the_event_hook_tells_what_happened_to_every_job(harness: Harness) -> No
     unsubscribe()
     claimed = {job.id for e in seen if isinstance(e, JobsClaimed) for job in e.jobs}
     outcomes = {
-        a.job.id: a.outcome for e in seen if isinstance(e, AttemptsFinished) for a in e.attempts
+        a.job.id: a.outcome for e in seen if isinstance(e, AttemptsFinished) for a in e.outcomes()
     }
     assert claimed == {ok.id, dead.id}
     assert outcomes == {ok.id: "completed", dead.id: "dead"}

@@ -31,7 +31,7 @@ from pgq._worker.slots import Slot, Slots
 MAX_CLAIM = 100  # rows per claim statement: PERFORMANCE.md found the plateau at about 100
 MAX_PREFETCH = 400
 BUFFER_S = 0.05  # adaptive prefetch: about this much work buffered at the observed duration
-RESERVE = 4  # free slots backlogged queues leave to the others (at most a quarter of capacity)
+RESERVE = 4  # slots beyond the capacity for queues without a backlog (a quarter of it at most)
 
 
 def fair_shares(
@@ -135,7 +135,11 @@ class Claimer:
             wake.clear()
             capacity = self.capacity
             in_flight = len(self._slots)
-            free = min(capacity - in_flight, MAX_CLAIM)
+            room = min(capacity - in_flight, MAX_CLAIM)  # what backlogged queues may fill
+            # A few slots beyond the capacity only queues without a backlog may take, so a
+            # quiet queue's job never waits for a flood's slots to free up.
+            reserve = min(RESERVE, capacity // 4)
+            free = max(0, room) + reserve
             with self._notified_lock:
                 notified, self._notified = self._notified, set()
             if self._served is None:
@@ -153,12 +157,11 @@ class Claimer:
                 urgent = notified - self._busy
             else:
                 urgent = (notified & set(self._served)) - self._busy
-            reserve = min(RESERVE, capacity // 4)
             # Claim in batches while a quarter of the capacity is free (or the threads ran
             # dry), so that claims and completions overlap instead of taking turns; a queue
             # without a backlog that NOTIFY announced is asked at once.
-            full = free >= max(1, min(capacity // 4, 25)) or (
-                free > 0 and self._executor.waiting() == 0
+            full = room >= max(1, min(capacity // 4, 25)) or (
+                room > 0 and self._executor.waiting() == 0
             )
             more = False
             if full or (urgent and free > 0):
@@ -238,8 +241,7 @@ class Claimer:
         executor = self._executor
         plain = {q for q, n in got.items() if q in backlogged and n >= wants[q] and n > 1}
         if len(got) == 1 and plain:
-            for slot in slots:  # one backlogged queue: the plain lane, in claim order
-                executor.submit(slot)
+            executor.submit_many(slots)  # one backlogged queue: the plain lane, in claim order
             return
         for slot in slots:
             executor.submit(slot, express=slot.job.queue not in plain)

@@ -31,7 +31,9 @@ logger = logging.getLogger("pgq.worker")
 _EXPRESS: Final = object()
 _STOP: Final = None
 
-Sink = Callable[[Slot, Failed | None], None]
+# Where a finished attempt goes: (slot, None) on success, (slot, Failed) otherwise. The
+# flusher's queue.put itself, so that handing a result over costs no Python frame.
+Sink = Callable[[tuple[Slot, Failed | None]], None]
 
 
 class ThreadExecutor:
@@ -55,7 +57,6 @@ class ThreadExecutor:
         self._express: collections.deque[Slot] = collections.deque()
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
-        self._running: dict[Slot, threading.Thread] = {}  # slot -> the thread in its body
         self._stuck: set[threading.Thread] = set()  # threads inside an abandoned body
         self._halt = threading.Event()
         self.avg_job_s = 1.0  # moving average of body durations, for adaptive prefetch
@@ -65,9 +66,11 @@ class ThreadExecutor:
             self._spawn()
 
     def _spawn(self) -> None:
+        me: list[threading.Thread] = []  # the thread, for its own loop to know
         thread = threading.Thread(
-            target=self._loop, name=f"pgq-task-{next(self._seq)}", daemon=True
+            target=self._loop, args=(me,), name=f"pgq-task-{next(self._seq)}", daemon=True
         )
+        me.append(thread)
         thread.start()
         self._threads.append(thread)
 
@@ -78,6 +81,12 @@ class ThreadExecutor:
         else:
             self._todo.put(slot)
 
+    def submit_many(self, slots: list[Slot]) -> None:
+        """The plain lane, in order: one backlogged queue's jobs behind those waiting already."""
+        put = self._todo.put
+        for slot in slots:
+            put(slot)
+
     def waiting(self) -> int:
         """Jobs handed over that no thread has taken yet (about)."""
         return self._todo.qsize()
@@ -86,17 +95,18 @@ class ThreadExecutor:
         """Attempts past their timeout fail now; each stuck thread is replaced, so that
         concurrency stays whole (a Python thread cannot be stopped)."""
         for slot in self._slots.abandon_overdue(now):
-            if (thread := self._running.get(slot)) is not None:
-                self._stuck.add(thread)
+            if slot.runner is not None:
+                self._stuck.add(slot.runner)
             error = TimeoutError(f"task {slot.job.task} ran past its timeout of {slot.timeout_s}s")
-            self._sink(slot, judge(slot.job, slot.task, error, self._policies.of(slot.job.queue)))
+            policy = self._policies.of(slot.job.queue)
+            self._sink((slot, judge(slot.job, slot.task, error, policy)))
             self._spawn()
 
     def abandon(self, slot: Slot, error: BaseException) -> None:
         """Fail an attempt that still runs (the shutdown grace ended); not counted toward the
         queue's circuit, since it says nothing about the downstream."""
         failed = judge(slot.job, slot.task, error, self._policies.of(slot.job.queue), counts=False)
-        self._sink(slot, failed)
+        self._sink((slot, failed))
 
     def stop(self, timeout_s: float) -> list[str]:
         """End every thread: each idle one takes a stop marker; wait up to `timeout_s` in all
@@ -126,10 +136,12 @@ class ThreadExecutor:
             assert isinstance(item, Slot)
             return item
 
-    def _loop(self) -> None:
+    def _loop(self, me: list[threading.Thread]) -> None:
+        [thread] = me
         while (slot := self._next()) is not None:
             if self._halt.is_set() or not self._slots.start(slot):
                 continue  # released or lost before it started
+            slot.runner = thread
             if self._run(slot):
                 return  # abandoned: a replacement thread took this one's place
 
@@ -140,20 +152,17 @@ class ThreadExecutor:
         prepared = prepare(job, self._tasks, stored)
         if isinstance(prepared, Failed):
             self._slots.finish(slot)
-            self._sink(slot, prepared)
+            self._sink((slot, prepared))
             return False
         task, kwargs = prepared
         started = time.monotonic()
-        self._running[slot] = threading.current_thread()
         try:
             call_task(task, kwargs)
             result: Failed | None = None
         except Exception as exc:
             result = judge(job, task, exc, stored.get(job.queue))
-        finally:
-            del self._running[slot]
         # Unlocked read-modify-write: a lost update only blurs an average.
         self.avg_job_s += 0.05 * ((time.monotonic() - started) - self.avg_job_s)
         abandoned = self._slots.finish(slot)
-        self._sink(slot, result)
+        self._sink((slot, result))
         return abandoned

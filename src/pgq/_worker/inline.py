@@ -36,7 +36,11 @@ def run_until_empty(
     stamped = {n: t.max_attempts for n, t in known.items() if t.max_attempts is not None}
     policies = QueuePolicies({}, None)
     writer = ResultWriter(
-        backend, worker_id=WORKER_ID, circuit_of=policies.circuit_of, hooks=Hooks()
+        backend,
+        worker_id=WORKER_ID,
+        circuit_of=policies.circuit_of,
+        any_circuit=policies.any_circuit,
+        hooks=Hooks(),
     )
     runs = 0
     while True:
@@ -59,4 +63,4 @@ def run_until_empty(
             runs += 1
             if runs > max_runs:
                 raise RuntimeError(f"run_until_empty ran {max_runs} attempts and jobs remain")
-            writer.write([(job, run_attempt(job, known, policies.stored))])
+            writer.write([(job, job.lease, run_attempt(job, known, policies.stored))])

@@ -19,12 +19,14 @@ class QueuePolicies:
         self.own = own
         self.served = served
         self.stored: dict[str, Queue] = {}
+        self.has_circuits = False  # some stored policy has a circuit
         self.rate_poll_s = math.inf  # idle wait while a rated queue is hot
         self.timeouts: dict[str, float] = {}  # queue timeouts, fixed at start (restart-only)
 
     def refresh(self, backend: Backend) -> None:
         stored = backend.read_policies()
         self.stored = stored
+        self.has_circuits = any(p.circuit is not None for p in stored.values())
         served = self.served
         rated = [
             rate_bucket_s(p.rate)
@@ -52,6 +54,9 @@ class QueuePolicies:
             return None
         own = self.own.get(queue)
         return own if own is not None and own.circuit is not None else policy
+
+    def any_circuit(self) -> bool:
+        return self.has_circuits
 
     def is_rated(self, queue: str) -> bool:
         policy = self.stored.get(queue)

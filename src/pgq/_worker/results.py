@@ -26,7 +26,9 @@ logger = logging.getLogger("pgq.worker")
 
 MAX_FLUSH = 500  # results per write: the fenced statements look attempts up by position
 
-Result = tuple[ClaimedJob, Failed | None]  # None: the attempt succeeded
+# A finished attempt: its job, the lease it ran under (built once, at claim), and how it failed
+# (None: it succeeded).
+Result = tuple[ClaimedJob, Lease, Failed | None]
 
 
 @dataclass(slots=True)
@@ -58,25 +60,28 @@ class ResultWriter:
         *,
         worker_id: str,
         circuit_of: Callable[[str], Queue | None],
+        any_circuit: Callable[[], bool],
         hooks: Hooks,
     ) -> None:
         self._backend = backend
         self._worker_id = worker_id
         self._circuit_of = circuit_of
+        self._any_circuit = any_circuit
         self._hooks = hooks
 
     def write(self, results: Sequence[Result]) -> Written:
         """Write one batch. A DatabaseError leaves the batch to be written again (results
         already written are then fenced off as discarded: their leases are gone)."""
         backend = self._backend
-        out = Written(leases=[job.lease for job, _ in results])
-        attempts: list[FinishedAttempt] = []
+        out = Written(leases=[lease for _, lease, _ in results])
+        attempts: list[FinishedAttempt] = []  # all but completions
+        completed: list[ClaimedJob] = []
         # Failures first: when a timed-out attempt's failure and its body's late success meet
         # in one batch, the failure stands and the late success is fenced off (discarded).
-        for job, failed in results:
+        for job, lease, failed in results:
             if failed is None:
                 continue
-            if not backend.fail(job.lease, failed.outcome, error=failed.error):
+            if not backend.fail(lease, failed.outcome, error=failed.error):
                 out.discarded += 1
                 attempts.append(FinishedAttempt(job, "discarded", failed.error))
             elif isinstance(failed.outcome, GiveUp):
@@ -86,12 +91,11 @@ class ResultWriter:
             else:
                 out.failed += 1
                 attempts.append(FinishedAttempt(job, "retried", failed.error))
-        successes = [job for job, failed in results if failed is None]
-        held = backend.complete_many([j.lease for j in successes]) if successes else set()
-        for job in successes:
-            if job.lease in held:
-                out.completed += 1
-                attempts.append(FinishedAttempt(job, "completed", None))
+        successes = [(job, lease) for job, lease, failed in results if failed is None]
+        held = backend.complete_many([lease for _, lease in successes]) if successes else set()
+        for job, lease in successes:
+            if lease in held:
+                completed.append(job)
             else:
                 out.discarded += 1
                 attempts.append(FinishedAttempt(job, "discarded", "completed"))
@@ -104,20 +108,23 @@ class ResultWriter:
                 "circuit update failed; will retry",
                 extra={"worker_id": self._worker_id, "error": str(exc)},
             )
-        self._hooks.emit(AttemptsFinished(self._worker_id, attempts))
+        out.completed = len(completed)
+        self._hooks.emit(AttemptsFinished(self._worker_id, completed, attempts))
         return out
 
     def _feed_circuits(self, results: Sequence[Result], completed: set[Lease]) -> None:
         """Count this batch's failures toward their queues' circuits; close half-open
         circuits whose probes succeeded. Only queues with a circuit cost a statement."""
+        if not self._any_circuit():
+            return
         failures: dict[str, tuple[int, str]] = {}
         probes: set[str] = set()
-        for job, failed in results:
+        for job, lease, failed in results:
             policy = self._circuit_of(job.queue)
             if policy is None:
                 continue
             if failed is None:
-                if job.probe and job.lease in completed:
+                if job.probe and lease in completed:
                     probes.add(job.queue)
             elif counts_for_circuit(failed, policy):
                 n, _ = failures.get(job.queue, (0, ""))
@@ -160,8 +167,7 @@ class Flusher:
             queue_mod.SimpleQueue()
         )
 
-    def put(self, slot: Slot, failed: Failed | None) -> None:
-        self._queue.put((slot, failed))
+        self.put = self._queue.put  # what the task threads hand (slot, failed | None) to
 
     def wake(self) -> None:
         self._queue.put(None)
@@ -187,7 +193,7 @@ class Flusher:
                     if item is not None:
                         pending.append(item)
             try:
-                written = self._writer.write([(slot.job, failed) for slot, failed in pending])
+                written = self._writer.write([(s.job, s.lease, failed) for s, failed in pending])
             except DatabaseError as exc:
                 failures += 1
                 log_retry("writing results", exc, self._worker_id, backoff_s(failures))

@@ -39,6 +39,7 @@ class Slot:
     timeout_s: float | None
     state: SlotState = SlotState.WAITING
     started_at: float | None = None  # time.monotonic() when its body started
+    runner: threading.Thread | None = None  # the task thread running its body
 
 
 class Slots:

@@ -240,11 +240,16 @@ class _Run:
         self.backend = backend
         wid = worker.id
         self.halt = threading.Event()  # helper threads exit
+        self.deaf = threading.Event()  # the listener exits: set as soon as claiming ends
         self.slots = Slots()
         self.policies = worker._policies
         hooks = worker._hooks
         self.writer = ResultWriter(
-            backend, worker_id=wid, circuit_of=self.policies.circuit_of, hooks=hooks
+            backend,
+            worker_id=wid,
+            circuit_of=self.policies.circuit_of,
+            any_circuit=self.policies.any_circuit,
+            hooks=hooks,
         )
         self.flusher = Flusher(
             self.writer, self.slots, worker.stats, worker_id=wid, on_written=self._wake
@@ -359,7 +364,7 @@ class _Run:
                 lambda: maintain(self._duties(), self.halt, worker_id=w.id),
             )
             self._start(
-                "pgq-listener", lambda: listen_loop(listener, self.halt, self.claimer.notified)
+                "pgq-listener", lambda: listen_loop(listener, self.deaf, self.claimer.notified)
             )
             self.claimer.loop(w._stop, burst)
             self._shutdown()
@@ -370,6 +375,7 @@ class _Run:
 
     def _shutdown(self) -> None:
         w = self.w
+        self.deaf.set()  # nothing claims any more: the listener may close while the rest ends
         # 1. Jobs claimed but never started go back to the queue at once.
         unstarted = self.slots.release_waiting()
         deadline = time.monotonic() + w.grace_s
@@ -412,6 +418,7 @@ class _Run:
         w = self.w
         stuck = self.executor.stop(timeout_s=1.0) if started else []
         self.halt.set()
+        self.deaf.set()
         self.flusher.wake()
         for thread in self.threads:
             thread.join(timeout=max(w.connect_timeout_s, 5.0))
