@@ -100,12 +100,20 @@ class MemoryListener:
     def __init__(self, backend: MemoryBackend) -> None:
         self._backend = backend
         self.pending: set[str] = set()  # guarded by the backend's lock
+        self.interrupted = False  # likewise
 
     def wait(self, timeout_s: float) -> set[str]:
         with self._backend._wake:
-            self._backend._wake.wait_for(lambda: bool(self.pending), timeout=timeout_s)
+            self._backend._wake.wait_for(
+                lambda: bool(self.pending) or self.interrupted, timeout=timeout_s
+            )
             got, self.pending = self.pending, set()
             return got
+
+    def interrupt(self) -> None:
+        with self._backend._wake:
+            self.interrupted = True
+            self._backend._wake.notify_all()
 
     def close(self) -> None:
         with self._backend._lock:

@@ -23,6 +23,11 @@ class Listener(Protocol):
         were announced)."""
         ...
 
+    def interrupt(self) -> None:
+        """End a wait in progress at once, and every later one (thread-safe): the worker's
+        run is ending."""
+        ...
+
     def close(self) -> None: ...
 
 

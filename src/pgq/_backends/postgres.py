@@ -6,7 +6,9 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import re
+import select
 import threading
 import time
 import weakref
@@ -853,7 +855,9 @@ def _payload(jobs: Sequence[NewJob]) -> bytes:
 
 class PgListener:
     """LISTEN on its own connection. On a lost connection it reconnects with backoff, and until
-    then it only sleeps: the worker's polling carries on without it."""
+    then it only sleeps: the worker's polling carries on without it. A wait also watches a
+    pipe, so that `interrupt` (from another thread) ends it at once: a worker's run then ends
+    without waiting out the listener's timeout."""
 
     def __init__(self, dsn: str, channel: str) -> None:
         self._dsn = dsn
@@ -862,6 +866,9 @@ class PgListener:
         self._retry_at = 0.0
         self._backoff_s = 0.5
         self._closed = threading.Event()
+        self._interrupted = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
 
     def _ensure(self) -> psycopg.Connection[Any] | None:
         if self._conn is not None and not self._conn.closed:
@@ -881,18 +888,21 @@ class PgListener:
         return conn
 
     def wait(self, timeout_s: float) -> set[str]:
+        if self._interrupted.is_set():
+            return set()
         conn = self._ensure()
         if conn is None:
-            self._closed.wait(
+            self._interrupted.wait(
                 min(timeout_s, max(0.0, self._retry_at - time.monotonic())) or timeout_s
             )
             return set()
         try:
-            queues = {n.payload for n in conn.notifies(timeout=timeout_s, stop_after=1)}
-            if queues:  # take what else is pending too: one wake-up serves them all
-                queues.update(n.payload for n in conn.notifies(timeout=0.0))
-            return queues
-        except psycopg.Error as exc:
+            ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], timeout_s)
+            if self._wake_r in ready or not ready:
+                return set()
+            # Readable: take every notification that arrived (one wake-up serves them all).
+            return {n.payload for n in conn.notifies(timeout=0.0) if n.payload}
+        except (psycopg.Error, OSError, ValueError) as exc:
             if self._closed.is_set():
                 return set()  # closed under us at shutdown
             logger.warning("listen connection lost; reconnecting", extra={"error": str(exc)})
@@ -901,12 +911,20 @@ class PgListener:
             self._conn = None
             return set()
 
+    def interrupt(self) -> None:
+        self._interrupted.set()
+        with contextlib.suppress(OSError):  # a full pipe is a pending wake-up already
+            os.write(self._wake_w, b"x")
+
     def close(self) -> None:
         self._closed.set()
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 if TYPE_CHECKING:

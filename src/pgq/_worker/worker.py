@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pgq._backends.ports import Backend
+from pgq._backends.ports import Backend, Listener
 from pgq._backends.targets import worker_backend
 from pgq._core.domain import check_queue_name, check_schema_name
 from pgq._core.errors import ConfigError, DatabaseError
@@ -276,9 +276,15 @@ class _Run:
             hooks=hooks,
         )
         self.threads: list[threading.Thread] = []
+        self.listener: Listener | None = None
 
     def _wake(self) -> None:
         self.claimer.wake.set()
+
+    def _deafen(self) -> None:
+        self.deaf.set()
+        if self.listener is not None:
+            self.listener.interrupt()
 
     def _duties(self) -> list[Duty]:
         w, backend, hooks, policies = self.w, self.backend, self.w._hooks, self.policies
@@ -357,7 +363,7 @@ class _Run:
             self.policies.fix_timeouts()
             self.executor.start()
             started = True
-            listener = backend.listener()
+            listener = self.listener = backend.listener()
             self._start("pgq-flusher", lambda: self.flusher.loop(self.halt))
             self._start(
                 "pgq-maintenance",
@@ -375,7 +381,7 @@ class _Run:
 
     def _shutdown(self) -> None:
         w = self.w
-        self.deaf.set()  # nothing claims any more: the listener may close while the rest ends
+        self._deafen()  # nothing claims any more: the listener closes while the rest ends
         # 1. Jobs claimed but never started go back to the queue at once.
         unstarted = self.slots.release_waiting()
         deadline = time.monotonic() + w.grace_s
@@ -418,7 +424,7 @@ class _Run:
         w = self.w
         stuck = self.executor.stop(timeout_s=1.0) if started else []
         self.halt.set()
-        self.deaf.set()
+        self._deafen()
         self.flusher.wake()
         for thread in self.threads:
             thread.join(timeout=max(w.connect_timeout_s, 5.0))
