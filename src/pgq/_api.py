@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from pgq._backends.targets import backend_for
 from pgq._core.domain import (
     DEFAULT_QUEUE,
@@ -19,7 +17,7 @@ from pgq._core.domain import (
 )
 from pgq._core.errors import ConfigError, EnqueueError
 from pgq._core.records import Enqueued, JobRecord, JobSpec, NewJob, QueueInfo
-from pgq._core.tasks import Task, json_problem, registered
+from pgq._core.tasks import Task, encode_args, json_problem, registered
 
 
 def _new_job(spec: JobSpec) -> NewJob:
@@ -65,7 +63,7 @@ def _validated(  # noqa: PLR0917 - a JobSpec's fields, positional on the hot pat
         # check encodes the args at this point (and raises for an int beyond 64 bits), so the
         # fast path encodes here too, once.
         if known.typed:
-            args_json = orjson.dumps(args).decode()
+            args_json = encode_args(name, args).decode()
     else:  # the full check, which says what is wrong
         problem = json_problem(args)
         if problem is not None:
@@ -105,7 +103,7 @@ def _validated(  # noqa: PLR0917 - a JobSpec's fields, positional on the hot pat
         raise EnqueueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
     # positional: a bulk enqueue builds thousands of these
     if args_json is None:
-        args_json = orjson.dumps(args).decode()
+        args_json = encode_args(name, args).decode()
     return NewJob(
         queue, name, args_json, priority, run_at, float(delay), key, max_attempts,
     )  # fmt: skip

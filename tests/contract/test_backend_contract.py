@@ -103,6 +103,9 @@ def test_enqueue_many_keeps_input_order_and_folds_duplicate_keys(harness: Harnes
     [
         (tasks.add, {"a": 1, "b": datetime(2030, 1, 1, tzinfo=UTC)}, {}, "not JSON"),
         (tasks.add, {"a": 1, "b": {1, 2}}, {}, "not JSON"),
+        (tasks.add, {"a": 1, "b": 2**70}, {}, "an integer beyond 64 bits"),
+        ("tests.unknown.task", {"n": -(2**64)}, {}, "an integer beyond 64 bits"),
+        (tasks.send_email, {"to": "\ud800"}, {}, "lone surrogate"),
         (tasks.add, {"a": 1}, {}, r"missing argument\(s\) b"),
         (tasks.add, {"a": 1, "b": 2, "c": 3}, {}, r"unexpected argument\(s\) c"),
         (tasks.noop, {"x": 1}, {}, r"unexpected argument\(s\) x"),

@@ -208,7 +208,7 @@ class _Signature:
         if not self.typed:
             return  # names checked above; no annotation left to check values against
         # Validate what the task will really receive: the values as JSON decodes them.
-        text = orjson.dumps(args)  # raises first, fast path or not (an int beyond 64 bits)
+        text = encode_args(self.name, args)  # fails first, fast path or not (an int too large)
         if self.fits(args):
             return
         decoded = orjson.loads(text)
@@ -464,13 +464,37 @@ def _tasks_at(path: str) -> dict[str, Task[..., Any]]:
     return tasks
 
 
+def encode_args(task_name: str, args: Mapping[str, Any]) -> bytes:
+    """Args as JSON text; EnqueueError (naming the first bad value) for what JSON cannot hold."""
+    try:
+        return orjson.dumps(args)
+    except TypeError as exc:
+        problem = json_problem(args) or str(exc).lower()
+        raise EnqueueError(f"args for {task_name} are not JSON: {problem}") from None
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what pgq's JSON encoder (orjson) writes
+
+
 def json_problem(value: object, path: str = "args") -> str | None:
     """Where `value` stops being JSON, or None. Used for the enqueue error message.
 
     >>> json_problem({"a": [1, {1}]})
     "args['a'][1] is a set"
+    >>> json_problem({"n": 2**70})
+    "args['n'] is 1180591620717411303424, an integer beyond 64 bits; pass it as a string"
     """
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return None
+        return f"{path} is {value!r}, an integer beyond 64 bits; pass it as a string"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path} is not valid Unicode (it holds a lone surrogate)"
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot hold"
