@@ -11,6 +11,7 @@ full, and without both rules a quiet queue's job waited for a batch of flood job
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -27,6 +28,8 @@ from pgq._worker.policies import QueuePolicies
 from pgq._worker.results import Stats
 from pgq._worker.retrying import backoff_s, log_retry, retry_forever
 from pgq._worker.slots import Slot, Slots
+
+logger = logging.getLogger("pgq.worker")
 
 MAX_CLAIM = 100  # rows per claim statement: PERFORMANCE.md found the plateau at about 100
 MAX_PREFETCH = 400
@@ -110,12 +113,69 @@ class Claimer:
         self._rotation = 0
         self._rate_hot_until = 0.0  # time.monotonic(): a rated queue gave jobs lately
         self._held_since: float | None = None  # burst mode: due jobs held back since
+        # Claims on notify (the listener's thread) take turns with each other and with close().
+        self._at_once_lock = threading.Lock()
+        self._closed = False
+        self._claimed_lock = threading.Lock()  # guards stats.claimed (two threads claim)
 
     def notified(self, queues: set[str]) -> None:
-        """The listener heard of runnable jobs in these queues (called from its thread)."""
+        """The listener heard of runnable jobs in these queues (called from its thread).
+
+        Queues without a backlog are claimed right here, in the listener's thread on its own
+        connection, if a slot is free (the reserve counts): the claim loop may be in the middle
+        of a flood's 100-row claim, and a quiet queue's job should not wait for it. SKIP LOCKED
+        keeps the two claims apart. The claim loop still looks at every queue announced."""
         with self._notified_lock:
             self._notified |= queues
         self.wake.set()
+        served = self._served
+        urgent = sorted(
+            q for q in queues if q not in self._busy and (served is None or q in served)
+        )
+        if urgent:
+            self._claim_at_once(urgent)
+
+    def _claim_at_once(self, queues: list[str]) -> None:
+        with self._at_once_lock:
+            if self._closed:
+                return
+            capacity = self.capacity
+            reserve = min(RESERVE, capacity // 4)
+            free = capacity + reserve - len(self._slots)
+            # A few jobs each (a quiet queue's come one at a time); the claim loop takes the
+            # rest by its batch rules, so that this claim stays short and a queue that is busy
+            # after all cannot fill the express lane.
+            wants = [(q, n) for q, n in fair_shares(free, queues, ()) if n > 0]
+            wants = [(q, min(n, max(1, reserve))) for q, n in wants]
+            if not wants:
+                return
+            try:
+                jobs = self._backend.claim(
+                    worker_id=self._worker_id,
+                    wants=wants,
+                    lease_s=self._lease_s,
+                    max_attempts=self._max_attempts,
+                )
+            except DatabaseError as exc:  # the claim loop tries again: NOTIFY only wakes
+                logger.warning(
+                    "claim on notify failed",
+                    extra={"worker_id": self._worker_id, "error": str(exc)},
+                )
+                return
+            got: dict[str, int] = {}
+            for job in jobs:
+                got[job.queue] = got.get(job.queue, 0) + 1
+            asked = dict(wants)
+            if jobs:
+                self._hand_over(jobs, got, asked, ())
+            drained = {q for q in asked if got.get(q, 0) < asked[q]}
+            with self._notified_lock:  # nothing left there: the claim loop need not look
+                self._notified -= drained
+
+    def close(self) -> None:
+        """No claim on notify from now on (the run is ending; waits for one under way)."""
+        with self._at_once_lock:
+            self._closed = True
 
     @property
     def capacity(self) -> int:
@@ -152,7 +212,9 @@ class Claimer:
                         stop.wait(backoff_s(failures))
                         continue
                     refreshed_at = time.monotonic()
-                    self._busy &= set(self._known)  # a queue with no runnable job has no backlog
+                    # A queue with no runnable job has no backlog. (A new set, never changed in
+                    # place: the listener's thread reads it.)
+                    self._busy = self._busy & set(self._known)
                 self._known += sorted(notified - set(self._known))
                 urgent = notified - self._busy
             else:
@@ -236,7 +298,8 @@ class Claimer:
             timeout_s = task.timeout if task is not None else None
             slots.append(Slot(job, job.lease, task, timeout_s or timeouts.get(job.queue)))
         self._slots.add(slots)
-        self._stats.claimed += len(jobs)
+        with self._claimed_lock:
+            self._stats.claimed += len(jobs)
         self._hooks.emit(JobsClaimed(self._worker_id, jobs))
         executor = self._executor
         plain = {q for q, n in got.items() if q in backlogged and n >= wants[q] and n > 1}

@@ -381,6 +381,7 @@ class _Run:
 
     def _shutdown(self) -> None:
         w = self.w
+        self.claimer.close()  # no claim on notify either, before the unstarted are released
         self._deafen()  # nothing claims any more: the listener closes while the rest ends
         # 1. Jobs claimed but never started go back to the queue at once.
         unstarted = self.slots.release_waiting()
@@ -422,6 +423,7 @@ class _Run:
     def _end(self, started: bool) -> None:
         """Stop every thread of the run and wait for them; deregister the worker."""
         w = self.w
+        self.claimer.close()
         stuck = self.executor.stop(timeout_s=1.0) if started else []
         self.halt.set()
         self._deafen()
