@@ -209,7 +209,9 @@ class PostgresBackend:
 
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn,
-            min_size=1,
+            # Every thread of a worker keeps one (see below): open them all in the background
+            # at start, so that no first claim (on notify, too) waits for a connection.
+            min_size=size,
             max_size=size,
             open=False,
             timeout=connect_timeout,

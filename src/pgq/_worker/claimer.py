@@ -124,21 +124,24 @@ class Claimer:
         Queues without a backlog are claimed right here, in the listener's thread on its own
         connection, if a slot is free (the reserve counts): the claim loop may be in the middle
         of a flood's 100-row claim, and a quiet queue's job should not wait for it. SKIP LOCKED
-        keeps the two claims apart. The claim loop still looks at every queue announced."""
-        with self._notified_lock:
-            self._notified |= queues
-        self.wake.set()
+        keeps the two claims apart. The claim loop is woken for every queue announced that this
+        did not empty (a backlog, no free slot, or a failed claim)."""
         served = self._served
         urgent = sorted(
             q for q in queues if q not in self._busy and (served is None or q in served)
         )
-        if urgent:
-            self._claim_at_once(urgent)
+        rest = queues - self._claim_at_once(urgent) if urgent else queues
+        if rest:
+            with self._notified_lock:
+                self._notified |= rest
+            self.wake.set()
 
-    def _claim_at_once(self, queues: list[str]) -> None:
+    def _claim_at_once(self, queues: list[str]) -> set[str]:
+        """Claim a few jobs of each queue; return those it emptied (nothing left for the claim
+        loop to look at)."""
         with self._at_once_lock:
             if self._closed:
-                return
+                return set()
             capacity = self.capacity
             reserve = min(RESERVE, capacity // 4)
             free = capacity + reserve - len(self._slots)
@@ -148,7 +151,7 @@ class Claimer:
             wants = [(q, n) for q, n in fair_shares(free, queues, ()) if n > 0]
             wants = [(q, min(n, max(1, reserve))) for q, n in wants]
             if not wants:
-                return
+                return set()
             try:
                 jobs = self._backend.claim(
                     worker_id=self._worker_id,
@@ -157,20 +160,16 @@ class Claimer:
                     max_attempts=self._max_attempts,
                 )
             except DatabaseError as exc:  # the claim loop tries again: NOTIFY only wakes
-                logger.warning(
-                    "claim on notify failed",
-                    extra={"worker_id": self._worker_id, "error": str(exc)},
-                )
-                return
+                fields = {"worker_id": self._worker_id, "error": str(exc)}
+                logger.warning("claim on notify failed", extra=fields)
+                return set()
             got: dict[str, int] = {}
             for job in jobs:
                 got[job.queue] = got.get(job.queue, 0) + 1
             asked = dict(wants)
             if jobs:
                 self._hand_over(jobs, got, asked, ())
-            drained = {q for q in asked if got.get(q, 0) < asked[q]}
-            with self._notified_lock:  # nothing left there: the claim loop need not look
-                self._notified -= drained
+            return {q for q in asked if got.get(q, 0) < asked[q]}
 
     def close(self) -> None:
         """No claim on notify from now on (the run is ending; waits for one under way)."""
