@@ -147,7 +147,7 @@ def test_an_open_circuit_never_starves_a_queue_the_config_does_not_name(
     config.write_text(
         "[queues.sick]\ncircuit = { failures = 3, window = 30.0, cooldown = 3.0, probes = 1 }\n"
     )
-    specs = [pgq.JobSpec(task="tests.tasks.times_out") for _ in range(40)]
+    specs = [pgq.JobSpec(task="tests.tasks.times_out", queue="sick") for _ in range(40)]
     pgq.enqueue_many(pg_schema.dsn, specs, schema=pg_schema.schema)
     for _ in range(2):
         procs.worker("--concurrency", "4", "--config", str(config))
@@ -254,6 +254,37 @@ def test_a_flood_does_not_hold_back_a_quiet_queue(pg_schema: PgSchema, procs: Pr
     # finishes before it is a few claims' worth of flood jobs, never the thousands waiting.
     assert left > 10_000, "the flood ended too soon to tell"
     assert overtaken < 2_000
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_arriving_under_a_running_worker_does_not_hold_back_a_quiet_queue(
+    pg_schema: PgSchema, procs: Procs
+) -> None:
+    """Issue #9, 1b: the worker runs first (no --queue); the flood arrives in batches while
+    quiet jobs are enqueued one per transaction. Each quiet job overtakes the flood's buffer."""
+    procs.worker("--concurrency", "4")
+    wait_for(lambda: live_workers(pg_schema) == 1, timeout=30, what="the worker to start")
+    flood = [pgq.JobSpec(task="tests.tasks.noop", queue="flood") for _ in range(10_000)]
+    quiet: list[int] = []
+    for _ in range(3):
+        pgq.enqueue_many(pg_schema.dsn, flood, schema=pg_schema.schema)
+        for _ in range(5):
+            quiet += pg_schema.enqueue_noops(1, queue="quiet")
+            time.sleep(0.02)
+    wait_for(lambda: count(pg_schema, "completed") == 30_015, timeout=90, what="every job")
+    stop_all(procs)
+    rows = pg_schema.sql(
+        "select q.id,"
+        "       (select count(*) from {schema}.jobs as f"
+        "         where f.queue = 'flood' and f.finished_at > q.created_at"
+        "           and f.finished_at < q.finished_at)"
+        "  from {schema}.jobs as q where q.id = any(%s)",
+        (quiet,),
+    )
+    # What finishes before a quiet job is a few completion batches (they share finished_at),
+    # never the 10,000 flood jobs each batch brought.
+    overtaken = sorted(n for _, n in rows)
+    assert len(overtaken) == 15 and overtaken[-1] < 1_000, overtaken
 
 
 def queues(pg: PgSchema) -> list[pgq.QueueInfo]:
