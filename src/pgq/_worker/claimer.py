@@ -126,15 +126,17 @@ class Claimer:
         of a flood's 100-row claim, and a quiet queue's job should not wait for it. SKIP LOCKED
         keeps the two claims apart. The claim loop is woken for every queue announced that this
         did not empty (a backlog, no free slot, or a failed claim)."""
-        served = self._served
-        urgent = sorted(
-            q for q in queues if q not in self._busy and (served is None or q in served)
-        )
+        urgent = sorted(self._quiet(queues))
         rest = queues - self._claim_at_once(urgent) if urgent else queues
         if rest:
             with self._notified_lock:
                 self._notified |= rest
             self.wake.set()
+
+    def _quiet(self, queues: set[str]) -> set[str]:
+        """The queues announced that this worker serves and that show no backlog."""
+        served, busy = self._served, self._busy
+        return {q for q in queues if q not in busy and (served is None or q in served)}
 
     def _claim_at_once(self, queues: list[str]) -> set[str]:
         """Claim a few jobs of each queue; return those it emptied (nothing left for the claim
@@ -215,9 +217,7 @@ class Claimer:
                     # place: the listener's thread reads it.)
                     self._busy = self._busy & set(self._known)
                 self._known += sorted(notified - set(self._known))
-                urgent = notified - self._busy
-            else:
-                urgent = (notified & set(self._served)) - self._busy
+            urgent = self._quiet(notified)
             # Claim in batches while a quarter of the capacity is free (or the threads ran
             # dry), so that claims and completions overlap instead of taking turns; a queue
             # without a backlog that NOTIFY announced is asked at once.

@@ -38,8 +38,7 @@ def run_until_empty(
     writer = ResultWriter(
         backend,
         worker_id=WORKER_ID,
-        circuit_of=policies.circuit_of,
-        any_circuit=policies.any_circuit,
+        policies=policies,
         hooks=Hooks(),
     )
     runs = 0

@@ -55,9 +55,6 @@ class QueuePolicies:
         own = self.own.get(queue)
         return own if own is not None and own.circuit is not None else policy
 
-    def any_circuit(self) -> bool:
-        return self.has_circuits
-
     def is_rated(self, queue: str) -> bool:
         policy = self.stored.get(queue)
         return policy is not None and policy.rate is not None

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pgq._backends.ports import Backend
 from pgq._core.domain import GiveUp, Lease
 from pgq._core.errors import DatabaseError
-from pgq._core.policy import Queue
 from pgq._core.records import ClaimedJob
 from pgq._worker.attempt import Failed, counts_for_circuit
 from pgq._worker.events import AttemptsFinished, CircuitMoved, FinishedAttempt, Hooks
+from pgq._worker.policies import QueuePolicies
 from pgq._worker.retrying import backoff_s, log_retry
 from pgq._worker.slots import Slot, Slots
 
@@ -59,14 +59,12 @@ class ResultWriter:
         backend: Backend,
         *,
         worker_id: str,
-        circuit_of: Callable[[str], Queue | None],
-        any_circuit: Callable[[], bool],
+        policies: QueuePolicies,
         hooks: Hooks,
     ) -> None:
         self._backend = backend
         self._worker_id = worker_id
-        self._circuit_of = circuit_of
-        self._any_circuit = any_circuit
+        self._policies = policies
         self._hooks = hooks
 
     def write(self, results: Sequence[Result]) -> Written:
@@ -115,12 +113,13 @@ class ResultWriter:
     def _feed_circuits(self, results: Sequence[Result], completed: set[Lease]) -> None:
         """Count this batch's failures toward their queues' circuits; close half-open
         circuits whose probes succeeded. Only queues with a circuit cost a statement."""
-        if not self._any_circuit():
+        policies = self._policies
+        if not policies.has_circuits:
             return
         failures: dict[str, tuple[int, str]] = {}
         probes: set[str] = set()
         for job, lease, failed in results:
-            policy = self._circuit_of(job.queue)
+            policy = policies.circuit_of(job.queue)
             if policy is None:
                 continue
             if failed is None:

@@ -247,8 +247,7 @@ class _Run:
         self.writer = ResultWriter(
             backend,
             worker_id=wid,
-            circuit_of=self.policies.circuit_of,
-            any_circuit=self.policies.any_circuit,
+            policies=self.policies,
             hooks=hooks,
         )
         self.flusher = Flusher(
